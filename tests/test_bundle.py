@@ -1,0 +1,62 @@
+import json
+import shutil
+
+import pytest
+
+from unicure_rt.bundle import FORMAT_VERSION, load_bundle, write_manifest
+from unicure_rt.errors import UserError
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    (tmp_path / "backbone.onnx").write_bytes(b"graph-a")
+    (tmp_path / "flexpert.onnx").write_bytes(b"graph-b")
+    write_manifest(tmp_path, {"graphs": {}, "genes": [], "tokenizer": {"tokens": []}})
+    return tmp_path
+
+
+def test_round_trip_records_every_file(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    assert set(bundle.manifest["files"]) == {"backbone.onnx", "flexpert.onnx"}
+    assert bundle.manifest["format_version"] == FORMAT_VERSION
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda d: (d / "flexpert.onnx").write_bytes(b"evil"), "changed since export: flexpert.onnx"),
+        (lambda d: (d / "backbone.onnx").unlink(), "missing: backbone.onnx"),
+        (lambda d: (d / "extra.bin").write_bytes(b"x"), "not listed in the manifest: extra.bin"),
+    ],
+)
+def test_tampered_bundle_is_refused_naming_the_file(bundle_dir, tamper, message):
+    tamper(bundle_dir)
+    with pytest.raises(UserError, match=message):
+        load_bundle(bundle_dir)
+
+
+def test_newer_format_is_refused_with_upgrade_hint(bundle_dir):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="Upgrade unicure-rt"):
+        load_bundle(bundle_dir)
+
+
+def test_paths_outside_the_bundle_are_refused(bundle_dir, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "weights.bin"
+    outside.write_bytes(b"w")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["files"]["../" + outside.parent.name + "/weights.bin"] = "0" * 64
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="outside its directory"):
+        load_bundle(bundle_dir)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(UserError, match="no manifest.json"):
+        load_bundle(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_bundle(tmp_path)
+    shutil.rmtree(tmp_path)

@@ -1,0 +1,183 @@
+"""Export: LoRA merge, the two graphs, the parity gate, and the bundle contract."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the export tests need the [export] extra (torch)")
+ort = pytest.importorskip("onnxruntime")
+
+from unicure_rt.bundle import load_bundle  # noqa: E402
+from unicure_rt.errors import UserError  # noqa: E402
+from unicure_rt.export.bundle_writer import ExportOptions, export_bundle  # noqa: E402
+from unicure_rt.export.validate import ParityError  # noqa: E402
+from unicure_rt.models import UniCure, UniCureConfig, add_lora, merge_lora  # noqa: E402
+from unicure_rt.tokenizer import Tokenizer  # noqa: E402
+
+GENES = [f"G{i}" for i in range(30)]
+VOCAB = {
+    "tokens": ["<pad>", "<cls>", "<chrom_close>", "chrom:1", "chrom:2", "chrom:X"] + [f"gene:{g}" for g in GENES],
+    "gene_loci": {g: [["1", "2", "X"][i % 3], 1000 * i] for i, g in enumerate(GENES)},
+}
+OUT_GENES = [f"O{i}" for i in range(978)]
+
+
+def config(padding="masked", **kw):
+    base = dict(
+        vocab_size=len(VOCAB["tokens"]), token_dim=16, d_model=32, n_heads=4, d_ff=64, n_layers=2,
+        head_hidden=64, pad_length=96, sample_size=64, lora_layers=(1,), lora_rank=4,
+        padding=padding, attn_dim=16, decoder_hidden=128, dropout=0.0,
+    )
+    base.update(kw)
+    return UniCureConfig(**base)
+
+
+def model(padding="masked", seed=0, **kw):
+    torch.manual_seed(seed)
+    return UniCure(config(padding, **kw)).eval()
+
+
+def lora_model(padding="masked"):
+    peft_model = add_lora(model(padding))
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.3)
+    return peft_model.eval()
+
+
+def sentences(padding="masked", n=3, seed=0):
+    spec = {**VOCAB, "pad_length": 96, "sample_size": 64, "padding": padding, "weighting": "linear"}
+    profiles = np.random.default_rng(seed).lognormal(1.0, 0.5, size=(n, len(GENES)))
+    tokens, mask = Tokenizer.from_spec(spec).encode(profiles, [f"p{i}" for i in range(n)], seed=seed)
+    return torch.from_numpy(tokens), torch.from_numpy(mask)
+
+
+def test_peft_merged_and_unmerged_agree():
+    peft_model = lora_model()
+    tokens, mask = sentences()
+    drug = torch.randn(3, 528)
+    with torch.no_grad():
+        base = model()(tokens, mask, drug)
+        unmerged = peft_model(tokens, mask, drug)
+        merged = merge_lora(peft_model)(tokens, mask, drug)
+    assert (unmerged - base).abs().max() > 1e-4, "LoRA must change the output for this test to mean anything"
+    torch.testing.assert_close(merged, unmerged, atol=1e-6, rtol=0)
+
+
+def test_reference_padding_depends_on_padding_masked_does_not():
+    tokens, mask = sentences(n=1)
+    longer_t = torch.cat([tokens, torch.zeros(1, 20, dtype=torch.long)], dim=1)
+    longer_m = torch.cat([mask, torch.zeros(1, 20, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        masked = model("masked").backbone
+        torch.testing.assert_close(masked(tokens, mask), masked(longer_t, longer_m), atol=1e-6, rtol=0)
+        reference = model("reference").backbone
+        assert (reference(tokens, mask) - reference(longer_t, longer_m)).abs().max() > 1e-5
+
+
+@pytest.fixture(scope="module", params=["masked", "reference"])
+def exported(request, tmp_path_factory):
+    padding = request.param
+    peft_model = lora_model(padding)
+    out = tmp_path_factory.mktemp(padding) / "bundle"
+    with torch.no_grad():
+        reference_model = merge_lora(peft_model)
+    manifest, results = export_bundle(peft_model, VOCAB, out, ExportOptions(genes=OUT_GENES))
+    return padding, reference_model, out, manifest, results
+
+
+def test_parity_results_are_recorded(exported):
+    _padding, _model, out, manifest, results = exported
+    assert {(r.graph, r.output) for r in results} == {("backbone", "cell_embedding"), ("flexpert", "expression")}
+    assert all(r.max_abs < 1e-5 for r in results)
+    assert load_bundle(out).manifest["parity"] == manifest["parity"]
+
+
+def test_manifest_contract(exported):
+    padding, _model, out, manifest, _ = exported
+    assert set(manifest["files"]) == {"backbone.onnx", "flexpert.onnx"}
+    backbone = manifest["graphs"]["backbone"]
+    assert [i["name"] for i in backbone["inputs"]] == ["tokens", "mask"]
+    assert backbone["outputs"] == [{"name": "cell_embedding", "dtype": "float32", "shape": ["batch", 1280]}]
+    flexpert = manifest["graphs"]["flexpert"]
+    assert [i["name"] for i in flexpert["inputs"]] == ["cell_embedding", "drug"]
+    assert flexpert["outputs"][0]["shape"] == ["batch", 978]
+    tok = manifest["tokenizer"]
+    assert tok["tokens"][:3] == ["<pad>", "<cls>", "<chrom_close>"]
+    assert tok["padding"] == padding and tok["pad_length"] == 96 and tok["sample_size"] == 64
+    assert manifest["genes"] == OUT_GENES
+    session = ort.InferenceSession(str(out / "backbone.onnx"), providers=["CPUExecutionProvider"])
+    seq = session.get_inputs()[0].shape[1]
+    assert seq == ("seq" if padding == "masked" else 96)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 5000])
+def test_flexpert_graph_matches_pytorch_at_any_batch(exported, batch):
+    _padding, reference_model, out, _, _ = exported
+    rng = np.random.default_rng(batch)
+    cells = rng.normal(size=(batch, 1280)).astype(np.float32)
+    cells /= np.linalg.norm(cells, axis=1, keepdims=True)
+    session = ort.InferenceSession(str(out / "flexpert.onnx"), providers=["CPUExecutionProvider"])
+    for length in (528, 1056):
+        drugs = rng.normal(size=(batch, length)).astype(np.float32)
+        got = session.run(None, {"cell_embedding": cells, "drug": drugs})[0]
+        with torch.no_grad():
+            want = reference_model.predict(torch.from_numpy(cells), torch.from_numpy(drugs)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_backbone_graph_matches_pytorch(exported, batch):
+    padding, reference_model, out, _, _ = exported
+    tokens, mask = sentences(padding, n=batch, seed=batch)
+    session = ort.InferenceSession(str(out / "backbone.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"tokens": tokens.numpy(), "mask": mask.numpy()})[0]
+    with torch.no_grad():
+        want = reference_model.backbone(tokens, mask).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_tampered_bundle_refused(exported, tmp_path):
+    import shutil
+
+    _p, _m, out, _, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = bytearray((copy / "flexpert.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "flexpert.onnx").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="flexpert.onnx"):
+        load_bundle(copy)
+
+
+def test_existing_output_is_not_overwritten(exported):
+    _p, _m, out, _, _ = exported
+    before = (out / "manifest.json").read_text()
+    with pytest.raises(UserError, match="already exists"):
+        export_bundle(model(), VOCAB, out, ExportOptions(genes=OUT_GENES))
+    assert (out / "manifest.json").read_text() == before
+
+
+def test_parity_gate_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
+    import unicure_rt.export.bundle_writer as writer
+
+    original = writer._build_cases
+
+    def corrupted(model, tokenizer, options):
+        cases = original(model, tokenizer, options)
+        cases["flexpert"]["single_drugs"]["expected/expression"] += 0.01
+        return cases
+
+    monkeypatch.setattr(writer, "_build_cases", corrupted)
+    out = tmp_path / "bundle"
+    with pytest.raises(ParityError, match=r"flexpert\.expression on 'single_drugs': max abs error 0\.01"):
+        export_bundle(model(), VOCAB, out, ExportOptions(genes=OUT_GENES))
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir()], "no partial bundle may be left behind"
+
+
+def test_manifest_is_json_with_hashes(exported):
+    _p, _m, out, _, _ = exported
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(len(h) == 64 for h in manifest["files"].values())

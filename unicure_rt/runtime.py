@@ -1,0 +1,163 @@
+"""ONNX Runtime sessions: execution-provider choice, quiet fallback, TensorRT caches.
+
+`onnxruntime.get_available_providers()` lists the GPU providers of onnxruntime-gpu even on a
+machine without a GPU or without CUDA libraries, so the provider that actually runs is read
+back from the session (`session.get_providers()`), and ONNX Runtime's own error pages during a
+failed GPU attempt are captured and reduced to one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnxruntime as ort
+
+from unicure_rt.errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+PROVIDER = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+PROVIDER_LIBRARY = {
+    "tensorrt": "libonnxruntime_providers_tensorrt.so",
+    "cuda": "libonnxruntime_providers_cuda.so",
+}
+
+
+@dataclass
+class RuntimeOptions:
+    """How to run the graphs: `device` (auto|cpu|cuda|tensorrt), fp16 on GPU, CPU threads."""
+
+    device: str = "auto"
+    fp16: bool = False
+    threads: int = 0  # 0 = ONNX Runtime's default (all physical cores)
+    cache_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)  # one line per fallback, for the user
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UserError(
+                f"Unknown --device '{self.device}'. Choose one of: {', '.join(DEVICES)} "
+                "(auto tries TensorRT, then CUDA, then CPU)."
+            )
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "unicure-rt"
+
+
+def gpu_name() -> str:
+    """The first NVIDIA GPU's model name from the driver's /proc entry ('' if none)."""
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        for line in info.read_text(errors="replace").splitlines():
+            if line.startswith("Model:"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def tensorrt_cache_dir(model_path: Path, options: RuntimeOptions) -> Path:
+    """Engine/timing cache folder keyed by model hash, ORT version, GPU and precision."""
+    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]
+    key = f"{digest}-ort{ort.__version__}-{gpu_name() or 'gpu'}-{'fp16' if options.fp16 else 'fp32'}"
+    root = options.cache_dir or cache_root() / "tensorrt"
+    path = Path(root) / "".join(c if c.isalnum() or c in "-._" else "_" for c in key)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _library_loads(device: str) -> str | None:
+    """None if the provider's shared library and its CUDA dependencies load, else the reason."""
+    if PROVIDER[device] not in ort.get_available_providers():
+        return f"this onnxruntime build has no {PROVIDER[device]}"
+    library = Path(ort.__file__).parent / "capi" / PROVIDER_LIBRARY[device]
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return str(exc).split(":")[-1].strip() or str(exc)
+    return None
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptor 2 (ORT's provider error pages)."""
+    lines: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def _provider_entry(device: str, model_path: Path, options: RuntimeOptions):
+    if device == "tensorrt":
+        cache = str(tensorrt_cache_dir(model_path, options))
+        return (
+            PROVIDER[device],
+            {
+                "trt_fp16_enable": options.fp16,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": cache,
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": cache,
+            },
+        )
+    return PROVIDER[device]
+
+
+def session_options(options: RuntimeOptions) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+    return so
+
+
+def create_session(model_path: Path, options: RuntimeOptions) -> tuple[ort.InferenceSession, str]:
+    """A session on the requested device; returns it with the provider that actually runs.
+
+    `auto` tries TensorRT -> CUDA -> CPU and records one line in `options.notes` per provider
+    that could not run. An explicitly requested GPU device that cannot run is an error.
+    """
+    candidates = ["tensorrt", "cuda", "cpu"] if options.device == "auto" else [options.device]
+    for device in candidates:
+        if device != "cpu":
+            reason = _library_loads(device)
+            if reason is not None:
+                _unavailable(device, reason, options)
+                continue
+        providers = [_provider_entry(device, model_path, options), PROVIDER["cpu"]]
+        if device == "cpu":
+            providers = [PROVIDER["cpu"]]
+        with _captured_stderr() as errors:
+            session = ort.InferenceSession(str(model_path), session_options(options), providers=providers)
+        if session.get_providers()[0] == PROVIDER[device]:
+            return session, PROVIDER[device]
+        reason = next((line for line in errors if "error" in line.lower()), "it failed to start")
+        _unavailable(device, reason.strip()[-200:], options)
+    raise AssertionError("the CPU provider always runs")  # pragma: no cover
+
+
+def _unavailable(device: str, reason: str, options: RuntimeOptions) -> None:
+    if options.device != "auto":
+        raise UserError(
+            f"--device {device} was requested but {PROVIDER[device]} cannot run here ({reason}). "
+            "Install onnxruntime-gpu with matching CUDA/TensorRT libraries on a machine with an "
+            "NVIDIA GPU, or use --device auto or --device cpu."
+        )
+    options.notes.append(f"{PROVIDER[device]} not used: {reason}")
