@@ -68,7 +68,9 @@ def gpu_name() -> str:
 def tensorrt_cache_dir(model_path: Path, options: RuntimeOptions) -> Path:
     """Engine/timing cache folder keyed by model hash, ORT version, GPU and precision."""
     digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]
-    key = f"{digest}-ort{ort.__version__}-{gpu_name() or 'gpu'}-{'fp16' if options.fp16 else 'fp32'}"
+    key = (
+        f"{digest}-ort{ort.__version__}-{gpu_name() or 'gpu'}-{'fp16' if options.fp16 else 'fp32'}"
+    )
     root = options.cache_dir or cache_root() / "tensorrt"
     path = Path(root) / "".join(c if c.isalnum() or c in "-._" else "_" for c in key)
     path.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,8 @@ def _library_loads(device: str) -> str | None:
     try:
         ctypes.CDLL(str(library))
     except OSError as exc:
-        return str(exc).split(":")[-1].strip() or str(exc)
+        missing = str(exc).split(":")[0].strip()
+        return f"{missing} cannot be loaded (GPU libraries or driver not installed)"
     return None
 
 
@@ -145,7 +148,9 @@ def create_session(model_path: Path, options: RuntimeOptions) -> tuple[ort.Infer
         if device == "cpu":
             providers = [PROVIDER["cpu"]]
         with _captured_stderr() as errors:
-            session = ort.InferenceSession(str(model_path), session_options(options), providers=providers)
+            session = ort.InferenceSession(
+                str(model_path), session_options(options), providers=providers
+            )
         if session.get_providers()[0] == PROVIDER[device]:
             return session, PROVIDER[device]
         reason = next((line for line in errors if "error" in line.lower()), "it failed to start")
@@ -160,4 +165,6 @@ def _unavailable(device: str, reason: str, options: RuntimeOptions) -> None:
             "Install onnxruntime-gpu with matching CUDA/TensorRT libraries on a machine with an "
             "NVIDIA GPU, or use --device auto or --device cpu."
         )
-    options.notes.append(f"{PROVIDER[device]} not used: {reason}")
+    note = f"{PROVIDER[device]} not used: {reason}"
+    if note not in options.notes:
+        options.notes.append(note)

@@ -33,7 +33,9 @@ class ExportOptions:
     seed: int = 0
     genes: list[str] | None = None  # output gene symbols; required
     validation_profiles: np.ndarray | None = None  # [n, n_vocab_genes] log2 profiles
-    drug_encoder: dict = field(default_factory=lambda: {"id": "unimol-512", "kind": "precomputed", "dim": 512})
+    drug_encoder: dict = field(
+        default_factory=lambda: {"id": "unimol-512", "kind": "precomputed", "dim": 512}
+    )
     extra_files: dict[str, Path] = field(default_factory=dict)  # bundle name -> source file
     library: str | None = None  # bundle-relative path of the default drug library
     provenance: dict = field(default_factory=dict)
@@ -74,7 +76,9 @@ def _validation_sentences(tokenizer: Tokenizer, profiles: np.ndarray | None, see
     return cases
 
 
-def _validation_drugs(cell_dim: int, drug_dim: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _validation_drugs(
+    cell_dim: int, drug_dim: int, seed: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed + 1)
     cells = rng.normal(size=(7, cell_dim))
     cells = (cells / np.linalg.norm(cells, axis=1, keepdims=True)).astype(np.float32)
@@ -88,13 +92,23 @@ def _validation_drugs(cell_dim: int, drug_dim: int, seed: int) -> dict[str, tupl
 @torch.no_grad()
 def _build_cases(model: UniCure, tokenizer: Tokenizer, options: ExportOptions) -> dict:
     cases: dict = {"backbone": {}, "flexpert": {}}
-    for name, (tokens, mask) in _validation_sentences(tokenizer, options.validation_profiles, options.seed).items():
+    for name, (tokens, mask) in _validation_sentences(
+        tokenizer, options.validation_profiles, options.seed
+    ).items():
         expected = model.backbone(torch.from_numpy(tokens), torch.from_numpy(mask)).numpy()
-        cases["backbone"][name] = {"tokens": tokens, "mask": mask, "expected/cell_embedding": expected}
+        cases["backbone"][name] = {
+            "tokens": tokens,
+            "mask": mask,
+            "expected/cell_embedding": expected,
+        }
     c = model.config
     for name, (cells, drugs) in _validation_drugs(c.cell_dim, c.drug_dim, options.seed).items():
         expected = model.predict(torch.from_numpy(cells), torch.from_numpy(drugs)).numpy()
-        cases["flexpert"][name] = {"cell_embedding": cells, "drug": drugs, "expected/expression": expected}
+        cases["flexpert"][name] = {
+            "cell_embedding": cells,
+            "drug": drugs,
+            "expected/expression": expected,
+        }
     return cases
 
 
@@ -116,8 +130,14 @@ def export_bundle(
     spec = tokenizer_spec(model, vocabulary)
     tokenizer = Tokenizer.from_spec(spec)
     c = model.config
-    graphs: list[GraphConfig] = [backbone_graph_config(c, options.atol), flexpert_graph_config(c, options.atol)]
-    with staged_output_dir(out, force=options.force) as staging, tempfile.TemporaryDirectory() as scratch:
+    graphs: list[GraphConfig] = [
+        backbone_graph_config(c, options.atol),
+        flexpert_graph_config(c, options.atol),
+    ]
+    with (
+        staged_output_dir(out, force=options.force) as staging,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         progress("computing PyTorch reference outputs")
         cases = _build_cases(model, tokenizer, options)
         cases_path = Path(scratch) / "cases.npz"
@@ -156,14 +176,22 @@ def export_bundle(
                 "unicure_rt": unicure_rt.__version__,
                 "torch": torch.__version__,
                 "python": platform.python_version(),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"
+                ),
             },
         }
         write_manifest(staging, manifest)
         progress("checking parity with ONNX Runtime")
         results = run_parity_gate(staging, cases_path, {g.name: g.atol for g in graphs})
         manifest["parity"] = [
-            {"graph": r.graph, "case": r.case, "output": r.output, "max_abs": r.max_abs, "max_rel": r.max_rel}
+            {
+                "graph": r.graph,
+                "case": r.case,
+                "output": r.output,
+                "max_abs": r.max_abs,
+                "max_rel": r.max_rel,
+            }
             for r in results
         ]
         manifest = write_manifest(staging, manifest)

@@ -1,4 +1,4 @@
-"""One config object per exported graph: inputs, outputs, dynamic axes, tolerance (optimum style)."""
+"""One config object per exported graph: inputs, outputs, dynamic axes, tolerance."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ class GraphConfig:
     def dynamic_shapes(self, dims: dict) -> dict:
         """`torch.onnx.export(dynamo=True)` dynamic shapes, one `Dim` per named axis."""
         return {
-            spec.name: {axis: dims[size] for axis, size in enumerate(spec.shape) if isinstance(size, str)}
+            spec.name: {
+                axis: dims[size] for axis, size in enumerate(spec.shape) if isinstance(size, str)
+            }
             for spec in self.inputs
         }
 

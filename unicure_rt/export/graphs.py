@@ -69,6 +69,8 @@ class FlexPertGraph(nn.Module):
     def forward(self, cell_embedding: torch.Tensor, drug: torch.Tensor) -> torch.Tensor:
         q = self.query_map(windows(cell_embedding, self.window, self.stride))
         drug_windows = windows(drug, self.window, self.stride)
-        attention = torch.softmax((q @ self.key_map(drug_windows).transpose(1, 2)) * self.scale, dim=-1)
+        attention = torch.softmax(
+            (q @ self.key_map(drug_windows).transpose(1, 2)) * self.scale, dim=-1
+        )
         fused = self.fusion_in((attention @ drug_windows).flatten(1))
         return self.out(torch.relu(self.fusion_out(torch.relu(fused))))

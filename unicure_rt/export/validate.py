@@ -80,15 +80,26 @@ def compare(bundle_dir: Path, cases_path: Path, atol: dict[str, float]) -> list[
                 max_abs = float(diff.max()) if diff.size else 0.0
                 scale = float(np.abs(want).max()) if want.size else 0.0
                 results.append(
-                    ParityResult(graph, case, name, max_abs, max_abs / scale if scale else 0.0, atol[graph])
+                    ParityResult(
+                        graph, case, name, max_abs, max_abs / scale if scale else 0.0, atol[graph]
+                    )
                 )
     return results
 
 
-def run_parity_gate(bundle_dir: Path, cases_path: Path, atol: dict[str, float]) -> list[ParityResult]:
+def run_parity_gate(
+    bundle_dir: Path, cases_path: Path, atol: dict[str, float]
+) -> list[ParityResult]:
     """Run `compare` in a fresh process; raise `ParityError` naming every output over tolerance."""
     completed = subprocess.run(
-        [sys.executable, "-m", "unicure_rt.export.validate", str(bundle_dir), str(cases_path), json.dumps(atol)],
+        [
+            sys.executable,
+            "-m",
+            "unicure_rt.export.validate",
+            str(bundle_dir),
+            str(cases_path),
+            json.dumps(atol),
+        ],
         capture_output=True,
         text=True,
         check=False,

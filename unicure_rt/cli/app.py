@@ -1,0 +1,22 @@
+"""The `unicure-rt` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from unicure_rt.cli import drugs, export, info, score
+
+app = typer.Typer(
+    name="unicure-rt",
+    help="Offline UniCure inference: rank drugs for patients, export models, build drug libraries.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("score")(score.score)
+app.command("info")(info.info)
+app.command("export")(export.export)
+app.add_typer(drugs.app, name="drugs")
+
+
+def main() -> None:
+    app()

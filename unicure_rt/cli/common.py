@@ -1,0 +1,53 @@
+"""What every command shares: the consoles and the turning of errors into clean exits."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from unicure_rt.errors import UserError
+
+console = Console()
+error_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def report_errors(command: F) -> F:
+    """Run `command`; a `UserError` becomes a red one-paragraph message and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            error_console.print(
+                Panel(str(exc), title="unicure-rt: error", border_style="red", expand=False)
+            )
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            error_console.print("[red]Interrupted: no output was written.[/red]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_doses(text: str | None) -> tuple[float, ...] | None:
+    """'0.1,1,10' -> (0.1, 1.0, 10.0); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(
+            "--doses must be a comma-separated list of numbers in µM, e.g. 0.04,0.37,10 "
+            f"(got '{text}')."
+        ) from None

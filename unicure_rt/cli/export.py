@@ -1,0 +1,91 @@
+"""`unicure-rt export`: checkpoint -> verified bundle (training side; imports torch lazily)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from unicure_rt.cli.common import console, report_errors
+from unicure_rt.errors import UserError
+
+
+class Layout(str, Enum):
+    reference = "reference"
+    native = "native"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+
+
+@report_errors
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Published .pth state dict, or a native checkpoint directory.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    layout: Annotated[
+        Layout, typer.Option("--from", help="Checkpoint layout: reference (published) or native.")
+    ] = Layout.native,
+    species_chrom: Annotated[
+        Path | None,
+        typer.Option("--species-chrom", help="UCE species_chrom.csv (reference layout only)."),
+    ] = None,
+    protein_embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            "--protein-embeddings",
+            help="UCE human protein-embedding file (.pt dict) or a list of its gene symbols.",
+        ),
+    ] = None,
+    genes: Annotated[
+        Path | None,
+        typer.Option("--genes", help="Output gene symbols, one per line (reference layout)."),
+    ] = None,
+    n_heads: Annotated[
+        int | None,
+        typer.Option("--n-heads", help="Attention heads (reference layout; default 20)."),
+    ] = None,
+    precision: Annotated[
+        Precision, typer.Option("--precision", help="Numeric precision.")
+    ] = Precision.fp32,
+    atol: Annotated[
+        float, typer.Option("--atol", help="Parity-gate tolerance (max abs error).")
+    ] = 1e-4,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Export a UniCure checkpoint to a bundle: LoRA merged, two ONNX graphs, parity-checked."""
+    try:
+        from unicure_rt.export.pipeline import export_checkpoint
+    except ImportError as exc:
+        raise UserError(
+            f"Exporting needs the training side ({exc.name} is not installed). Install it with "
+            "`pip install 'unicure-rt[export]'` (on CPU-only machines: "
+            "`pip install torch==2.13.0` first, to get the CPU wheel)."
+        ) from None
+    with console.status("exporting") as status:
+        manifest, results = export_checkpoint(
+            checkpoint,
+            out,
+            layout=layout.value,
+            species_chrom=species_chrom,
+            protein_embeddings=protein_embeddings,
+            genes_file=genes,
+            n_heads=n_heads,
+            atol=atol,
+            force=force,
+            progress=lambda step: status.update(step),
+        )
+    table = Table(title=f"Parity with PyTorch ({out})")
+    for column in ("graph", "case", "output", "max abs error", "max rel error", "atol"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.graph, r.case, r.output, f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.atol:g}"
+        )
+    console.print(table)
+    console.print(f"Wrote bundle {out} ({len(manifest['files'])} files, all sha256-recorded).")

@@ -1,0 +1,1 @@
+"""Training side: LoRA merge, ONNX export, parity gate, checkpoint conversion (imports torch)."""

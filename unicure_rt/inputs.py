@@ -1,0 +1,843 @@
+"""Read a patient file into tumour profiles and their matched normal profiles, on a log2 scale.
+
+Inputs
+    AnnData `.h5ad` (single cells or bulk samples as observations) or a table (`.csv`, `.tsv`,
+    optionally gzipped, or `.parquet`) with genes on one axis and samples on the other. A CSV/TSV
+    table has its row labels in the first column; a Parquet table has them in its stored index
+    or, failing that, in a first text column. The axis whose labels resolve to genes
+    (`genes.resolve_gene_ids`) is the gene axis.
+
+Value kinds (`value_kind`), detected on the whole matrix that is read
+    - NaN or infinite values, or any negative value (scaled or centred data), are refused;
+    - `counts`: every value is a whole number;
+    - `linear`: non-integer values whose maximum exceeds 100 (RSEM expected counts, TPM, FPKM);
+    - `log`: non-integer values whose maximum is at most 30 (log2 or ln expression);
+    - non-integer values with a maximum between 30 and 100 are refused as ambiguous.
+
+Conversion to the log2 scale (`conversion`)
+    - `counts` and `linear`: sum over the observations of a profile (pseudobulk), then
+      `log2(CPM + 1)`, with the library size taken over every feature of the input, resolved to a
+      gene or not, before any restriction to a gene set;
+    - `log`: average over the observations in linear space (`2**x - 1`), then `log2(mean + 1)`;
+      a profile made of one observation (bulk) therefore keeps its values.
+    Labels that resolve to the same gene are summed in linear space before the log.
+
+Samples, groups and the normal reference: see `load_patient`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from unicure_rt.errors import UserError
+from unicure_rt.genes import resolve_gene_ids
+
+MIN_OUTPUT_GENE_FRACTION = 0.5
+"""Below half of the bundle's output genes, the Pearson-based reversal score is not meaningful."""
+
+BACKED_BYTES = 1 << 30
+"""h5ad files larger than this are opened with `backed='r'` and read in blocks of rows."""
+
+BLOCK_VALUES = 1 << 25
+"""Matrices are read in blocks of rows of about this many values (dense float64: 256 MiB)."""
+
+SAMPLE_COLUMNS = ("donor_id", "patient", "sample")
+OBS_NAMES = "obs_names"
+LOG_MAX = 30.0
+LINEAR_MIN = 100.0
+N_EXAMPLES = 5
+CONVERSIONS = {
+    "counts": "log2(CPM + 1)",
+    "linear": "log2(CPM + 1)",
+    "log": "log2(mean(2**x - 1) + 1)",
+}
+TABLE_SUFFIXES = {
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    ".tsv": "tsv",
+    ".tsv.gz": "tsv",
+    ".parquet": "parquet",
+}
+WHERE_RE = re.compile(r"^\s*([^=~]+?)\s*([=~])\s*(.+?)\s*$")
+
+
+@dataclass
+class PatientProfiles:
+    """Tumour profiles and their matched normal reference, on a log2 expression scale."""
+
+    genes: list[str]
+    tumour: pd.DataFrame
+    normal: pd.DataFrame
+    obs: pd.DataFrame
+    qc: dict
+
+
+@dataclass
+class _Input:
+    """One file read as observations x features, before any conversion."""
+
+    path: Path
+    kind: str
+    values: Any
+    features: list[str]
+    symbols: list[str | None]
+    obs: pd.DataFrame
+    qc: dict = field(default_factory=dict)
+    genes: list[str] = field(default_factory=list)
+    gene_matrix: Any = None
+
+
+def _examples(items: Sequence) -> str:
+    shown = ", ".join(str(item) for item in list(items)[:N_EXAMPLES])
+    return shown + (", ..." if len(items) > N_EXAMPLES else "")
+
+
+# --- reading files -------------------------------------------------------------------------------
+
+
+def _file_kind(path: Path) -> str:
+    """Return `h5ad`, `csv`, `tsv` or `parquet` from the file name; raise UserError otherwise."""
+    name = path.name.lower()
+    if name.endswith(".h5ad"):
+        return "h5ad"
+    for suffix, kind in TABLE_SUFFIXES.items():
+        if name.endswith(suffix):
+            return kind
+    raise UserError(
+        f"{path} has an unknown file type. unicure-rt reads AnnData (.h5ad) files and tables "
+        f"({', '.join(TABLE_SUFFIXES)}); rename the file or convert it to one of these formats."
+    )
+
+
+def _h5ad_sources(adata: Any) -> list[str]:
+    """Names of the expression matrices of an AnnData: its layers, `raw.X` and `X` if any."""
+    raw = ["raw.X"] if adata.raw is not None else []
+    return [*adata.layers.keys(), *raw, *(["X"] if adata.X is not None else [])]
+
+
+def _h5ad_source(adata: Any, layer: str | None, path: Path) -> tuple[Any, pd.DataFrame, str]:
+    """Pick the expression matrix of an AnnData: `layer`, else `counts` layer, `raw.X`, `X`.
+
+    Returns the matrix, the matching var frame and the name of the source for the QC.
+    """
+    has_raw = adata.raw is not None
+    if layer is None:
+        layer = "counts" if "counts" in adata.layers else ("raw.X" if has_raw else "X")
+    if layer in adata.layers:
+        return adata.layers[layer], adata.var, f"layers['{layer}']"
+    if layer == "raw.X" and has_raw:
+        return adata.raw.X, adata.raw.var, "raw.X"
+    if layer == "X" and adata.X is not None:
+        return adata.X, adata.var, "X"
+    raise UserError(
+        f"{path} has no expression matrix '{layer}'. Available: "
+        f"{', '.join(_h5ad_sources(adata)) or 'none'}. Pass one of them with --layer (a layer "
+        "name, `raw.X` or `X`)."
+    )
+
+
+def _gene_labels(var: pd.DataFrame, gene_key: str | None, path: Path) -> list[str]:
+    if gene_key is None:
+        return [str(name) for name in var.index]
+    if gene_key not in var.columns:
+        raise UserError(
+            f"--gene-key '{gene_key}' is not a column of the gene table (var) of {path}. "
+            f"Available columns: {_examples(list(var.columns)) or 'none'}; leave --gene-key "
+            "out to use the var names."
+        )
+    return [str(label) for label in var[gene_key]]
+
+
+@contextmanager
+def _open_h5ad(path: Path, layer: str | None, gene_key: str | None) -> Iterator[_Input]:
+    """Open an h5ad file (backed when larger than BACKED_BYTES); close it on exit."""
+    import anndata
+
+    backed = path.stat().st_size > BACKED_BYTES
+    try:
+        with warnings.catch_warnings():  # notes on old file layouts, not on the data
+            warnings.simplefilter("ignore")
+            adata = anndata.read_h5ad(path, backed="r" if backed else None)
+    except Exception as err:
+        raise UserError(
+            f"{path} could not be read as an AnnData file ({type(err).__name__}: {err}). It may "
+            "be truncated or not an h5ad file; copy it again or re-export it with "
+            "`adata.write_h5ad(...)`."
+        ) from err
+    try:
+        values, var, source = _h5ad_source(adata, layer, path)
+        features = _gene_labels(var, gene_key, path)
+        symbols, report = resolve_gene_ids(features)
+        obs = adata.obs.copy()
+        obs.index = obs.index.astype(str)
+        qc = {"backed": backed, "source": source, "available_sources": _h5ad_sources(adata)}
+        qc.update(orientation="observations x genes", gene_ids=report)
+        yield _Input(path, "h5ad", values, features, symbols, obs, qc)
+    finally:
+        if backed:
+            adata.file.close()
+
+
+def _read_frame(path: Path, kind: str) -> pd.DataFrame:
+    """Read a table with its row labels as index; raise UserError when it cannot be read."""
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+            unlabelled = isinstance(frame.index, pd.RangeIndex) and len(frame.columns) > 0
+            if unlabelled and not pd.api.types.is_numeric_dtype(frame.iloc[:, 0]):
+                frame = frame.set_index(frame.columns[0])
+            return frame
+        return pd.read_csv(path, sep="," if kind == "csv" else "\t", index_col=0)
+    except Exception as err:
+        raise UserError(
+            f"{path} could not be read as a {kind.upper()} table ({type(err).__name__}: {err}). "
+            "It may be truncated or in another format; check the file and its extension."
+        ) from err
+
+
+def _numeric_frame(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Refuse empty tables and tables with non-numeric columns; return the frame as float64."""
+    if frame.size == 0:
+        raise UserError(
+            f"{path} holds an empty table ({frame.shape[0]} rows x {frame.shape[1]} columns). "
+            "Pass a table with gene labels on one axis and samples on the other."
+        )
+    bad = [
+        str(name)
+        for name, dtype in frame.dtypes.items()
+        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+    ]
+    if bad:
+        raise UserError(
+            f"{path} has non-numeric columns ({_examples(bad)}). A table must hold only "
+            "expression values, with gene or sample labels in the first column (CSV/TSV) or "
+            "the index (Parquet); remove annotation columns."
+        )
+    return frame.astype(np.float64)
+
+
+def _orient(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list, dict, str]:
+    """Find the gene axis; return samples x genes, the resolved symbols, report and orientation."""
+    by_rows = resolve_gene_ids(list(frame.index))
+    by_columns = resolve_gene_ids(list(frame.columns))
+    n_rows, n_columns = by_rows[1]["n_resolved"], by_columns[1]["n_resolved"]
+    if n_rows == n_columns:
+        problem = "no row or column label" if n_rows == 0 else "as many row as column labels"
+        raise UserError(
+            f"{path}: {problem} resolve to genes (row labels: {_examples(list(frame.index))}; "
+            f"columns: {_examples(list(frame.columns))}), so the gene axis cannot be found. Label "
+            "genes with symbols, Ensembl ids or SYMBOL|ENTREZ, in the first column or the header."
+        )
+    if n_rows > n_columns:
+        return frame.T, *by_rows, "genes x samples (genes on rows)"
+    return frame, *by_columns, "samples x genes (genes on columns)"
+
+
+def _read_table(path: Path, kind: str) -> _Input:
+    frame = _numeric_frame(_read_frame(path, kind), path)
+    frame, symbols, report, orientation = _orient(frame, path)
+    samples = [str(name) for name in frame.index]
+    duplicated = sorted(pd.Index(samples)[pd.Index(samples).duplicated()].unique())
+    if duplicated:
+        raise UserError(
+            f"{path} has duplicated sample ids ({_examples(duplicated)}). Give every sample a "
+            "unique id."
+        )
+    obs = pd.DataFrame({"sample": samples}, index=samples)
+    qc = {"orientation": orientation, "gene_ids": report}
+    features = [str(name) for name in frame.columns]
+    return _Input(path, kind, frame.to_numpy(), features, symbols, obs, qc)
+
+
+@contextmanager
+def _open_input(path: Any, layer: str | None = None, gene_key: str | None = None):
+    """Read a patient file (h5ad or table) as observations x features.
+
+    Reads `path`; for an h5ad, the matrix chosen by `layer` and the gene labels of `gene_key`.
+    Yields an `_Input` whose `qc` holds the path kind, source or orientation, gene id report and
+    summed duplicates.
+    Raises UserError for a missing, unreadable or empty file or one with no resolvable gene.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file. Check the path.")
+    kind = _file_kind(path)
+    if kind == "h5ad":
+        context = _open_h5ad(path, layer, gene_key)
+    else:
+        if layer is not None or gene_key is not None:
+            raise UserError(
+                f"--layer and --gene-key apply to AnnData files only, and {path} is a "
+                f"{kind.upper()} table; leave them out."
+            )
+        context = nullcontext(_read_table(path, kind))
+    with context as data:
+        _check_shape(data)
+        data.genes, data.gene_matrix, duplicates = _gene_map(data.features, data.symbols)
+        data.qc = {"path": str(path), "kind": kind, **data.qc, "duplicates_summed": duplicates}
+        data.qc["n_observations"], data.qc["n_features"] = len(data.obs), len(data.features)
+        yield data
+
+
+def _check_shape(data: _Input) -> None:
+    """Refuse a file with no observation, no feature or no feature resolving to a gene."""
+    if len(data.obs) == 0 or len(data.features) == 0:
+        raise UserError(
+            f"{data.path} holds an empty matrix ({len(data.obs)} observations x "
+            f"{len(data.features)} genes). Pass a file with expression values."
+        )
+    if not any(data.symbols):
+        raise UserError(
+            f"None of the {len(data.features)} gene labels of {data.path} resolve to a human gene "
+            f"(e.g. {_examples(data.features)}). Label genes with HGNC symbols, Ensembl gene ids "
+            "or SYMBOL|ENTREZ; for an AnnData file, --gene-key names a var column holding them."
+        )
+
+
+# --- values --------------------------------------------------------------------------------------
+
+
+def _row_blocks(values: Any, path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield (first row, block of rows) of an in-memory or backed matrix, as float64."""
+    rows = max(1, BLOCK_VALUES // max(values.shape[1], 1))
+    for start in range(0, values.shape[0], rows):
+        try:
+            block = values[start : start + rows]
+        except Exception as err:
+            raise UserError(
+                f"Reading the expression values of {path} failed ({type(err).__name__}: {err}). "
+                "The file may be truncated; copy it again or re-export it."
+            ) from err
+        yield start, block.astype(np.float64)
+
+
+def _block_data(block: Any) -> np.ndarray:
+    return block.data if sparse.issparse(block) else np.asarray(block).ravel()
+
+
+def _nonfinite_positions(block: Any) -> tuple[np.ndarray, np.ndarray]:
+    if sparse.issparse(block):
+        coo = block.tocoo()
+        bad = ~np.isfinite(coo.data)
+        return coo.row[bad], coo.col[bad]
+    return np.nonzero(~np.isfinite(block))
+
+
+def _scan_values(data: _Input) -> dict:
+    """One pass over the matrix: non-finite positions, negatives, maximum, whole numbers."""
+    scan = {"n_nonfinite": 0, "rows": set(), "cols": set(), "n_negative": 0, "max": 0.0}
+    scan["integer"] = True
+    for start, block in _row_blocks(data.values, data.path):
+        values = _block_data(block)
+        finite = np.isfinite(values)
+        if not finite.all():
+            rows, cols = _nonfinite_positions(block)
+            scan["n_nonfinite"] += len(rows)
+            scan["rows"].update((rows + start).tolist())
+            scan["cols"].update(cols.tolist())
+            values = values[finite]
+        if values.size:
+            scan["n_negative"] += int((values < 0).sum())
+            scan["max"] = max(scan["max"], float(values.max()))
+            scan["integer"] = scan["integer"] and bool(np.array_equal(values, np.round(values)))
+    return scan
+
+
+def _other_sources(data: _Input) -> str:
+    """The end of a sentence naming the other expression matrices of an h5ad, if any."""
+    others = [name for name in data.qc.get("available_sources", []) if name != data.qc["source"]]
+    if not others:
+        return "."
+    shown = ", ".join(others)
+    return f"; this file also has {shown}: pass one with --layer (e.g. --layer {others[0]})."
+
+
+def _value_kind(data: _Input) -> str:
+    """Detect `counts`, `linear` or `log` (see the module docstring); refuse anything else.
+
+    Reads the whole matrix of `data` once. Raises UserError for NaN/inf, negative (scaled),
+    all-zero or ambiguous values.
+    """
+    scan = _scan_values(data)
+    where = f"{data.path} ({data.qc.get('source', 'table')})"
+    if scan["n_nonfinite"]:
+        rows = [data.obs.index[i] for i in sorted(scan["rows"])]
+        cols = [data.features[i] for i in sorted(scan["cols"])]
+        raise UserError(
+            f"{where} holds {scan['n_nonfinite']} NaN or infinite values, in {len(rows)} "
+            f"observations ({_examples(rows)}) and {len(cols)} genes ({_examples(cols)}). "
+            "unicure-rt does not impute missing expression: fix or remove them, or pass the "
+            "counts the values came from."
+        )
+    if scan["n_negative"]:
+        raise UserError(
+            f"{where} holds {scan['n_negative']} negative values: it looks scaled or centred "
+            "(z-scores, sc.pp.scale), and scaled data cannot be tokenized because genes are drawn "
+            "in proportion to their expression. Pass counts or log-normalised data instead"
+            + _other_sources(data)
+        )
+    if scan["max"] == 0:
+        raise UserError(f"{where} holds only zeros. Pass a file with expression values.")
+    if scan["integer"]:
+        return "counts"
+    if scan["max"] > LINEAR_MIN:
+        return "linear"
+    if scan["max"] <= LOG_MAX:
+        return "log"
+    raise UserError(
+        f"{where} holds non-integer values up to {scan['max']:.4g}: too large for log expression "
+        f"(at most {LOG_MAX:g}) and too small for counts or TPM (above {LINEAR_MIN:g}), so its "
+        "scale cannot be told. Pass raw counts (or TPM), or log2/ln expression."
+    )
+
+
+def _gene_map(features: list[str], symbols: list[str | None]) -> tuple[list, Any, dict]:
+    """Map features to unique genes.
+
+    Returns the genes (sorted), the features x genes 0/1 matrix that sums duplicates, and a
+    summary of the duplicates (count and a few examples, gene -> labels).
+    """
+    genes = sorted({symbol for symbol in symbols if symbol is not None})
+    column = {gene: j for j, gene in enumerate(genes)}
+    rows = [i for i, symbol in enumerate(symbols) if symbol is not None]
+    cols = [column[symbols[i]] for i in rows]
+    matrix = sparse.csr_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(len(features), len(genes))
+    )
+    sources: dict[str, list[str]] = {}
+    for i in rows:
+        sources.setdefault(symbols[i], []).append(features[i])
+    duplicated = {gene: labels for gene, labels in sources.items() if len(labels) > 1}
+    examples = dict(list(duplicated.items())[:N_EXAMPLES])
+    return genes, matrix, {"n": len(duplicated), "examples": examples}
+
+
+def _pseudobulk(data: _Input, codes: np.ndarray, n_profiles: int, kind: str) -> np.ndarray:
+    """Linear-space profiles x features: sums of observations (counts, linear) or means (log).
+
+    `codes[i]` is the profile of observation i, or -1 to leave it out.
+    """
+    kept = np.flatnonzero(codes >= 0)
+    assign = sparse.csc_matrix(
+        (np.ones(len(kept)), (codes[kept], kept)), shape=(n_profiles, len(codes))
+    )
+    total = np.zeros((n_profiles, len(data.features)))
+    for start, block in _row_blocks(data.values, data.path):
+        if kind == "log":
+            _exp2m1(block)
+        part = assign[:, start : start + block.shape[0]] @ block
+        total += part.toarray() if sparse.issparse(part) else part
+    if kind == "log":
+        total /= np.bincount(codes[kept], minlength=n_profiles)[:, None]
+    return total
+
+
+def _exp2m1(block: Any) -> None:
+    """In place: x -> 2**x - 1 (zeros stay zeros, so sparse blocks stay sparse)."""
+    values = block.data if sparse.issparse(block) else block
+    values[...] = np.expm1(values * np.log(2.0))
+
+
+def _to_log2(linear: np.ndarray, ids: list[str], kind: str, data: _Input) -> pd.DataFrame:
+    """Profiles on the log2 scale over the resolved genes (see the module docstring)."""
+    per_gene = np.asarray(linear @ data.gene_matrix)
+    empty = [ids[i] for i in np.flatnonzero(per_gene.sum(axis=1) <= 0)]
+    if empty:
+        raise UserError(
+            f"{data.path}: the profiles {_examples(empty)} have no expression on any resolved "
+            "gene. Check that the right observations, layer and gene labels were used, or drop "
+            "them."
+        )
+    if kind != "log":
+        per_gene = per_gene / linear.sum(axis=1, keepdims=True) * 1e6
+    return pd.DataFrame(np.log2(per_gene + 1.0), index=ids, columns=data.genes)
+
+
+# --- samples, groups, normal selection -----------------------------------------------------------
+
+
+def _obs_column(obs: pd.DataFrame, key: str, option: str, path: Path) -> pd.Series:
+    """The values of obs column `key` as text, by position; refuse unknown keys and gaps."""
+    if key not in obs.columns:
+        raise UserError(
+            f"{option} '{key}' is not an obs column of {path}. Available columns: "
+            f"{', '.join(map(str, obs.columns)) or 'none'}."
+        )
+    column = obs[key].reset_index(drop=True)
+    if column.isna().any():
+        missing = list(obs.index[column.isna().to_numpy()])
+        raise UserError(
+            f"{len(missing)} observations of {path} have no value in obs['{key}'] "
+            f"({_examples(missing)}). Fill them in or remove those observations."
+        )
+    return column.astype(str)
+
+
+def _from_obs_names(obs: pd.DataFrame, pattern: str, path: Path) -> pd.Series:
+    """Sample ids from the observation names: the first group of `pattern` (or the match)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise UserError(
+            f"--sample-key obs_names:{pattern} is not a valid regular expression ({err})."
+        ) from err
+    matches = [regex.search(name) for name in obs.index]
+    unmatched = [name for name, match in zip(obs.index, matches, strict=True) if match is None]
+    if unmatched:
+        raise UserError(
+            f"--sample-key obs_names:{pattern} does not match {len(unmatched)} observation names "
+            f"of {path} ({_examples(unmatched)}). Adjust the regular expression; its first group "
+            "(or the whole match) is the sample id."
+        )
+    return pd.Series([match.group(1) if regex.groups else match.group(0) for match in matches])
+
+
+def _sample_ids(data: _Input, sample_key: str | None) -> tuple[pd.Series, str]:
+    """Sample id of each observation (by position), and how it was found (for the QC).
+
+    Tables: each row/column is a sample. h5ad: `sample_key` is an obs column, `obs_names`
+    (each observation is a sample) or `obs_names:REGEX` (first group of REGEX on the observation
+    names); by default the first of the obs columns donor_id, patient, sample, else the whole
+    file is one sample named after the file stem.
+    """
+    if data.kind != "h5ad":
+        return data.obs["sample"].reset_index(drop=True), "table axis"
+    if sample_key is None:
+        sample_key = next((key for key in SAMPLE_COLUMNS if key in data.obs.columns), None)
+    if sample_key is None:
+        return pd.Series([data.path.stem] * len(data.obs)), "file name"
+    if sample_key == OBS_NAMES:
+        return pd.Series(list(data.obs.index)), sample_key
+    if sample_key.startswith(OBS_NAMES + ":"):
+        return _from_obs_names(data.obs, sample_key[len(OBS_NAMES) + 1 :], data.path), sample_key
+    return _obs_column(data.obs, sample_key, "--sample-key", data.path), sample_key
+
+
+def _normal_mask(obs: pd.DataFrame, samples: pd.Series, where: str, path: Path) -> np.ndarray:
+    """Observations selected by `COL=VALUE` (equal) or `COL~TEXT` (contains).
+
+    COL is an obs column, or `sample` (the sample id) when obs has no column of that name.
+    """
+    match = WHERE_RE.match(where)
+    if match is None:
+        raise UserError(
+            f"--normal-where '{where}' is not of the form COL=VALUE (equal) or COL~TEXT "
+            "(contains), e.g. cell_type=Oligodendrocytes or sample~-11A."
+        )
+    key, operator, value = match.groups()
+    columns = obs if key in obs.columns else obs.assign(sample=samples.to_numpy())
+    column = _obs_column(columns, key, "--normal-where column", path)
+    mask = (column == value) if operator == "=" else column.str.contains(value, regex=False)
+    if not mask.any():
+        raise UserError(
+            f"--normal-where '{where}' selects no observation of {path}. Values of '{key}': "
+            f"{_examples(sorted(column.unique()))}; use `~` for a substring match."
+        )
+    if mask.all():
+        raise UserError(
+            f"--normal-where '{where}' selects every observation of {path}, leaving no tumour "
+            "profile. Narrow the condition."
+        )
+    return mask.to_numpy()
+
+
+def _group_labels(data: _Input, group_key: str | None) -> pd.Series | None:
+    if group_key is None:
+        return None
+    return _obs_column(data.obs, group_key, "--group-key", data.path)
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Profiles:
+    """Profiles of one side (tumour or normal) of one file, on the log2 scale."""
+
+    log2: pd.DataFrame
+    meta: pd.DataFrame
+    dropped: list[dict]
+
+
+def _profile_keys(samples: pd.Series, groups: pd.Series | None, mask: np.ndarray) -> pd.DataFrame:
+    """Sample, group and profile id of the observations in `mask` (index = positions)."""
+    keys = pd.DataFrame({"sample": samples, "group": groups})[mask]
+    keys["profile"] = keys["sample"] if groups is None else keys["sample"] + "/" + keys["group"]
+    return keys
+
+
+def _profiles(data: _Input, keys: pd.DataFrame, min_cells: int | None, kind: str) -> _Profiles:
+    """Pseudobulk the observations of `keys` into log2 profiles, sorted by profile id.
+
+    Profiles of fewer than `min_cells` observations are dropped (None: keep every profile).
+    """
+    sizes = keys["profile"].value_counts().sort_index()
+    small = sizes[sizes < min_cells] if min_cells else sizes.iloc[:0]
+    dropped = [{"profile": name, "n_cells": int(n)} for name, n in small.items()]
+    kept = sizes.drop(small.index)
+    code_of = pd.Series(np.arange(len(kept)), index=kept.index)
+    codes = np.full(len(data.obs), -1)
+    used = keys[keys["profile"].isin(kept.index)]
+    codes[used.index.to_numpy()] = code_of.loc[used["profile"]].to_numpy()
+    linear = _pseudobulk(data, codes, len(kept), kind)
+    ids = list(kept.index)
+    log2 = _to_log2(linear, ids, kind, data)
+    meta = keys.drop_duplicates("profile").set_index("profile").loc[ids, ["sample", "group"]]
+    return _Profiles(log2, meta.assign(n_cells=kept.to_numpy()), dropped)
+
+
+def _is_bulk(data: _Input, samples: pd.Series) -> bool:
+    """Tables, and h5ad files with one observation per sample, are bulk."""
+    return data.kind != "h5ad" or bool(samples.value_counts().max() == 1)
+
+
+def _side_profiles(data, samples, groups, mask, min_cells, kind, side) -> _Profiles:
+    """Profiles of the observations in `mask`; `min_cells` applies to single-cell inputs only."""
+    cutoff = None if _is_bulk(data, samples) else min_cells
+    profiles = _profiles(data, _profile_keys(samples, groups, mask), cutoff, kind)
+    if profiles.log2.shape[0] == 0:
+        largest = max(profiles.dropped, key=lambda item: item["n_cells"])
+        raise UserError(
+            f"Every {side} profile of {data.path} has fewer than --min-cells {min_cells} cells "
+            f"(largest: {largest['profile']} with {largest['n_cells']}). Lower --min-cells or "
+            "use coarser groups."
+        )
+    return profiles
+
+
+# --- tumour and normal ---------------------------------------------------------------------------
+
+
+def _check_options(normal: Any, normal_where: str | None, min_cells: int) -> None:
+    if normal is None and normal_where is None:
+        raise UserError(
+            "A normal reference is required: the disease signature is tumour minus normal. Give "
+            "a file of normal samples with --normal PATH (matched by sample id, else their mean), "
+            "or select normal observations of the same file with --normal-where COL=VALUE "
+            "(equal) or COL~TEXT (contains), e.g. --normal-where cell_type=normal or "
+            "--normal-where sample~-11A."
+        )
+    if normal is not None and normal_where is not None:
+        raise UserError("Give either --normal or --normal-where, not both.")
+    if isinstance(min_cells, bool) or not isinstance(min_cells, int) or min_cells < 1:
+        raise UserError(f"--min-cells must be a whole number of at least 1, got {min_cells!r}.")
+
+
+def _check_table_keys(data: _Input, sample_key: str | None, group_key: str | None) -> None:
+    if data.kind != "h5ad" and (sample_key is not None or group_key is not None):
+        raise UserError(
+            f"--sample-key and --group-key apply to AnnData files only; in the table {data.path} "
+            "every sample row or column is its own sample. Leave them out."
+        )
+
+
+def _read_normal_file(path: Any, layer, gene_key, sample_key, min_cells) -> tuple[_Profiles, dict]:
+    """One profile per sample of a separate normal file, read like the tumour file."""
+    h5ad = Path(path).name.lower().endswith(".h5ad")
+    options = {"layer": layer, "gene_key": gene_key} if h5ad else {}
+    with _open_input(path, **options) as data:
+        kind = _value_kind(data)
+        samples, found = _sample_ids(data, sample_key if h5ad else None)
+        everything = np.ones(len(data.obs), dtype=bool)
+        profiles = _side_profiles(data, samples, None, everything, min_cells, kind, "normal")
+        qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind], "sample_key": found}
+    return profiles, {"normal_file": qc}
+
+
+def _match_normals(tumour: _Profiles, normal: _Profiles) -> tuple[pd.DataFrame, list[str]]:
+    """Normal profile of each tumour profile: the normal of its sample, else the normal mean.
+
+    Normal profiles are never split into groups, so their profile id is their sample id.
+    """
+    mean = normal.log2.mean(axis=0)
+    plural = "s" if len(normal.log2) != 1 else ""
+    rows, sources = [], []
+    for sample in tumour.meta["sample"]:
+        matched = sample in normal.log2.index
+        rows.append(normal.log2.loc[sample] if matched else mean)
+        sources.append(
+            f"matched sample {sample}"
+            if matched
+            else f"mean of {len(normal.log2)} normal sample{plural}"
+        )
+    return pd.DataFrame(rows, index=tumour.log2.index), sources
+
+
+def load_patient(
+    path,
+    *,
+    layer=None,
+    gene_key=None,
+    sample_key=None,
+    group_key=None,
+    min_cells=10,
+    normal=None,
+    normal_where=None,
+) -> PatientProfiles:
+    """Read a patient file into tumour profiles and matched normal profiles on a log2 scale.
+
+    Parameters
+    ----------
+    path
+        `.h5ad`, `.csv`, `.tsv` (optionally `.gz`) or `.parquet` file.
+    layer
+        h5ad only: a layer name, `raw.X` or `X`. Default: layer `counts`, else `raw.X`, else `X`.
+    gene_key
+        h5ad only: var column holding gene labels (default: the var names).
+    sample_key
+        h5ad only: obs column with the sample (patient) id, `obs_names` (each observation is a
+        sample) or `obs_names:REGEX` (the first group of REGEX on the observation names, e.g.
+        `obs_names:^([^_]+)_` for cell ids such as `MGH54_P2_C12`). Default: the first of the obs
+        columns donor_id, patient, sample; else the whole file is one sample named after its
+        stem. In a table, every sample row or column is its own sample.
+    group_key
+        h5ad only: obs column splitting each sample into groups; profile ids become
+        `sample/group`.
+    min_cells
+        Profiles (and normal samples) pooled from fewer observations are dropped and reported.
+        Does not apply to bulk inputs (tables, or h5ad files with one observation per sample).
+    normal
+        A file of normal samples, read like `path` (same layer, gene key and sample key when it
+        is an h5ad). A tumour profile uses the normal profile of the same sample id when there is
+        one, else the mean of all normal sample profiles.
+    normal_where
+        `COL=VALUE` (equal) or `COL~TEXT` (contains): the observations of `path` whose obs column
+        COL matches are normal and leave the tumour side. COL may also be `sample`, the sample
+        id (the only column of a table), e.g. `sample~-11A` for TCGA solid-tissue normals.
+        Normal observations are pooled per sample (ignoring groups) and matched as for `normal`.
+
+    Returns
+    -------
+    PatientProfiles with tumour and normal on the same genes (the intersection), sorted by
+    symbol, converted as the module docstring says (value kind detected per file; the tumour and
+    a separate normal file must need the same conversion); `obs.normal_source` says which
+    normal each tumour profile got; `qc` records how the files were read (never expression
+    values).
+
+    Raises UserError for any bad input or option.
+    """
+    _check_options(normal, normal_where, min_cells)
+    with _open_input(path, layer, gene_key) as data:
+        _check_table_keys(data, sample_key, group_key)
+        kind = _value_kind(data)
+        samples, found = _sample_ids(data, sample_key)
+        groups = _group_labels(data, group_key)
+        is_normal = np.zeros(len(data.obs), dtype=bool)
+        if normal_where is not None:
+            is_normal = _normal_mask(data.obs, samples, normal_where, data.path)
+        tumour = _side_profiles(data, samples, groups, ~is_normal, min_cells, kind, "tumour")
+        if normal_where is not None:
+            reference = _side_profiles(data, samples, None, is_normal, min_cells, kind, "normal")
+            normal_qc = {"normal_where": normal_where, "n_observations": int(is_normal.sum())}
+        input_qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]}
+        profiles_qc = {
+            "sample_key": found,
+            "group_key": group_key,
+            "bulk": _is_bulk(data, samples),
+            "n_samples": int(samples[~is_normal].nunique()),
+            "dropped_min_cells": tumour.dropped,
+        }
+    if normal is not None:
+        reference, normal_qc = _read_normal_file(normal, layer, gene_key, sample_key, min_cells)
+        if normal_qc["normal_file"]["conversion"] != input_qc["conversion"]:
+            raise UserError(
+                f"The tumour file holds {kind} values and the normal file {normal} holds "
+                f"{normal_qc['normal_file']['value_kind']} values: they would not be on the same "
+                "scale. Pass both as counts, or both as log expression."
+            )
+    return _assemble(tumour, reference, input_qc, profiles_qc, normal_qc)
+
+
+def _assemble(tumour, reference, input_qc, profiles_qc, normal_qc) -> PatientProfiles:
+    """Restrict both sides to their shared genes, match normals and collect the QC."""
+    genes = sorted(set(tumour.log2.columns) & set(reference.log2.columns))
+    if not genes:
+        raise UserError(
+            "The tumour and normal files share no gene. Check that both use the same kind of "
+            "gene labels and species."
+        )
+    matched, sources = _match_normals(tumour, reference)
+    obs = tumour.meta.assign(normal_source=sources).rename_axis(None)
+    n_matched = sum(source.startswith("matched") for source in sources)
+    normal_qc = {
+        **normal_qc,
+        "n_normal_samples": len(reference.log2),
+        "dropped_min_cells": reference.dropped,
+        "n_profiles_matched": n_matched,
+        "n_profiles_given_mean": len(obs) - n_matched,
+    }
+    qc = {
+        "input": input_qc,
+        "profiles": {**profiles_qc, "n_profiles": len(obs)},
+        "normal": normal_qc,
+        "n_genes": len(genes),
+    }
+    return PatientProfiles(genes, tumour.log2[genes], matched[genes], obs, qc)
+
+
+# --- gene coverage -------------------------------------------------------------------------------
+
+
+def gene_coverage(profiles_genes, vocabulary_genes, output_genes) -> dict:
+    """Count how many genes of the profiles the model can read and how many outputs they cover.
+
+    Parameters
+    ----------
+    profiles_genes
+        Genes of the patient profiles (`PatientProfiles.genes`).
+    vocabulary_genes
+        Genes the tokenizer can read (the bundle's gene vocabulary).
+    output_genes
+        Genes the model predicts (the bundle's output genes, the L1000 landmark genes).
+
+    Returns
+    -------
+    JSON-serialisable: `profile_genes`; `vocabulary_genes_total`, `vocabulary_genes_present`
+    (profile genes in the vocabulary), `vocabulary_fraction` (of the vocabulary genes);
+    `output_genes_total`, `output_genes_present`, `output_fraction`; and
+    `output_genes_missing_examples` (up to 10).
+    """
+    profile, vocabulary, output = set(profiles_genes), set(vocabulary_genes), list(output_genes)
+    in_vocabulary = len(profile & vocabulary)
+    missing = [gene for gene in output if gene not in profile]
+    return {
+        "profile_genes": len(profile),
+        "vocabulary_genes_total": len(vocabulary),
+        "vocabulary_genes_present": in_vocabulary,
+        "vocabulary_fraction": in_vocabulary / max(len(vocabulary), 1),
+        "output_genes_total": len(output),
+        "output_genes_present": len(output) - len(missing),
+        "output_fraction": (len(output) - len(missing)) / max(len(output), 1),
+        "output_genes_missing_examples": missing[:10],
+    }
+
+
+def check_coverage(coverage: dict, *, min_fraction: float = MIN_OUTPUT_GENE_FRACTION) -> None:
+    """Refuse profiles that cover too few output genes or none of the vocabulary.
+
+    Reads a dict from `gene_coverage`; raises UserError naming the numbers.
+    """
+    present, total = coverage["output_genes_present"], coverage["output_genes_total"]
+    if coverage["output_fraction"] < min_fraction:
+        raise UserError(
+            f"The input covers only {present} of {total} landmark genes the model predicts "
+            f"({coverage['output_fraction']:.1%}); at least {min_fraction:.0%} are needed for the "
+            "Pearson-based reversal score to mean anything. Pass a profile over more genes "
+            "(whole transcriptome rather than a panel or highly variable genes, e.g. the .raw "
+            "slot or --layer counts of an AnnData file)."
+        )
+    if coverage["vocabulary_genes_present"] == 0:
+        raise UserError(
+            f"None of the {coverage['profile_genes']} genes of the input is in the model's gene "
+            "vocabulary, so no cell sentence can be built. Check the gene labels."
+        )

@@ -1,0 +1,288 @@
+"""The `score` pipeline: patient file -> cell embeddings -> predicted responses -> drug ranking."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import unicure_rt
+from unicure_rt.bundle import Bundle, sha256_file
+from unicure_rt.drugs import REFERENCE_DOSES_UM, DrugLibrary, drug_vectors, load_library
+from unicure_rt.embed import embed_profiles, mean_embedding
+from unicure_rt.errors import UserError
+from unicure_rt.inputs import PatientProfiles, check_coverage, gene_coverage
+from unicure_rt.outputs import staged_output_dir
+from unicure_rt.runtime import RuntimeOptions, create_session
+from unicure_rt.scoring import ascending_ranks, reversal_scores
+from unicure_rt.tokenizer import Tokenizer
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class ScoreOptions:
+    """Everything about a scoring run that is not the input data."""
+
+    doses: tuple[float, ...] = REFERENCE_DOSES_UM
+    draws: int = 3
+    seed: int = 0
+    drug_batch: int = 4096
+    prediction_top: int = 0  # keep predicted expression of the top N drugs per profile
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+
+    def __post_init__(self) -> None:
+        if self.draws < 1:
+            raise UserError(f"--draws must be at least 1 (got {self.draws}).")
+        if not self.doses:
+            raise UserError("At least one dose is needed: pass --doses, e.g. --doses 0.1,1,10.")
+        if any(not np.isfinite(d) or d < 0 for d in self.doses):
+            raise UserError(f"Doses must be non-negative numbers in µM (got {list(self.doses)}).")
+
+
+@dataclass
+class ScoreResult:
+    ranking: pd.DataFrame
+    predictions: pd.DataFrame | None
+    run: dict
+
+
+def dose_label(dose: float) -> str:
+    return f"score_{dose:g}uM"
+
+
+class FlexPertRunner:
+    """Predicts expression for one cell embedding against a whole library at one dose."""
+
+    def __init__(self, session, library: DrugLibrary, options: ScoreOptions) -> None:
+        self.session, self.library, self.options = session, library, options
+
+    def predict(self, cell: np.ndarray, dose: float) -> np.ndarray:
+        """`float32[n_drugs, n_genes]` predicted expression of `cell` under every drug."""
+        parts = []
+        for _start, embeddings in self.library.iter_batches(self.options.drug_batch):
+            drugs = drug_vectors(embeddings, dose)
+            cells = np.repeat(cell[None, :], len(drugs), axis=0)
+            parts.append(
+                self.session.run(["expression"], {"cell_embedding": cells, "drug": drugs})[0]
+            )
+        return np.concatenate(parts)
+
+    def scores(
+        self,
+        cell: np.ndarray,
+        dose: float,
+        genes: np.ndarray,
+        tumour: np.ndarray,
+        signature: np.ndarray,
+    ):
+        predicted = self.predict(cell, dose)
+        return reversal_scores(predicted[:, genes], tumour, signature), predicted
+
+
+def _profile_ranking(
+    runner: FlexPertRunner,
+    embeddings: np.ndarray,
+    draw_embeddings: np.ndarray,
+    genes: np.ndarray,
+    tumour: np.ndarray,
+    normal: np.ndarray,
+    options: ScoreOptions,
+) -> tuple[pd.DataFrame, dict[float, np.ndarray]]:
+    signature = tumour - normal
+    per_dose, predicted = {}, {}
+    for dose in options.doses:
+        per_dose[dose], predicted[dose] = runner.scores(embeddings, dose, genes, tumour, signature)
+    mean = np.mean([per_dose[d] for d in options.doses], axis=0)
+    table = {"rank": ascending_ranks(mean), "score": mean}
+    table.update({dose_label(d): per_dose[d] for d in options.doses})
+    stacked = np.stack([per_dose[d] for d in options.doses], axis=1)
+    doses = np.asarray(options.doses)
+    table["best_dose_uM"] = doses[np.argmin(np.where(np.isnan(stacked), np.inf, stacked), axis=1)]
+    if len(draw_embeddings) > 1:
+        draw_means = [
+            np.mean(
+                [runner.scores(e, d, genes, tumour, signature)[0] for d in options.doses], axis=0
+            )
+            for e in draw_embeddings
+        ]
+        table["score_sd_across_draws"] = np.std(draw_means, axis=0, ddof=1)
+    else:
+        table["score_sd_across_draws"] = np.full(len(mean), np.nan)
+    return pd.DataFrame(table), predicted
+
+
+def score_patient(
+    bundle: Bundle,
+    patient: PatientProfiles,
+    *,
+    library: DrugLibrary,
+    options: ScoreOptions,
+    progress: Progress = lambda stage, done, total: None,
+) -> ScoreResult:
+    """Rank every drug of `library` for every tumour profile of `patient`.
+
+    Reads `patient.tumour`, `patient.normal` and `patient.obs`; returns one ranking row per
+    profile x drug, the predicted expression of the top drugs when asked, and the run record.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    tokenizer = Tokenizer.from_spec(bundle.tokenizer)
+    aliased = [tokenizer.aliases[g] for g in patient.genes if g in tokenizer.aliases]
+    coverage = gene_coverage(patient.genes + aliased, bundle.vocabulary_genes, bundle.genes)
+    check_coverage(coverage)
+    present = [g for g in bundle.genes if g in set(patient.genes)]
+    gene_index = np.array([bundle.genes.index(g) for g in present])
+
+    backbone, backbone_provider = create_session(bundle.graph_path("backbone"), options.runtime)
+    flexpert, flexpert_provider = create_session(bundle.graph_path("flexpert"), options.runtime)
+    timings["sessions_s"] = time.perf_counter() - started
+
+    t0 = time.perf_counter()
+    n_profiles = len(patient.tumour)
+    progress("embedding", 0, n_profiles)
+    done = 0
+
+    def embedded(n: int) -> None:
+        nonlocal done
+        done += n
+        progress("embedding", done, n_profiles)
+
+    draws = embed_profiles(
+        backbone,
+        tokenizer,
+        patient.tumour,
+        seed=options.seed,
+        draws=options.draws,
+        on_batch=embedded,
+    )
+    embeddings, spread = mean_embedding(draws)
+    timings["embedding_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    runner = FlexPertRunner(flexpert, library, options)
+    tumour = patient.tumour[present].to_numpy(np.float64)
+    normal = patient.normal[present].to_numpy(np.float64)
+    tables, predictions = [], []
+    progress("scoring", 0, n_profiles)
+    for i, profile in enumerate(patient.tumour.index):
+        table, predicted = _profile_ranking(
+            runner, embeddings[i], draws[i], gene_index, tumour[i], normal[i], options
+        )
+        table.insert(0, "profile", str(profile))
+        table.insert(1, "sample", patient.obs.loc[profile, "sample"])
+        table.insert(2, "group", patient.obs.loc[profile, "group"])
+        table.insert(3, "drug_id", library.ids)
+        table.insert(4, "drug_name", library.names)
+        if "antineoplastic" in library.metadata:
+            table.insert(5, "antineoplastic", library.metadata["antineoplastic"].to_numpy())
+        tables.append(table.sort_values("rank", kind="stable"))
+        if options.prediction_top:
+            predictions.append(
+                _top_predictions(profile, table, predicted, bundle.genes, library, options)
+            )
+        progress("scoring", i + 1, n_profiles)
+    timings["scoring_s"] = time.perf_counter() - t0
+    ranking = pd.concat(tables, ignore_index=True)
+    profiles = [
+        {
+            "profile": str(profile),
+            "sample": str(patient.obs.loc[profile, "sample"]),
+            "group": None
+            if pd.isna(patient.obs.loc[profile, "group"])
+            else str(patient.obs.loc[profile, "group"]),
+            "n_cells": int(patient.obs.loc[profile, "n_cells"]),
+            "normal_source": str(patient.obs.loc[profile, "normal_source"]),
+            "embedding_spread": float(spread[i]),
+        }
+        for i, profile in enumerate(patient.tumour.index)
+    ]
+    run = {
+        "unicure_rt": unicure_rt.__version__,
+        "versions": _versions(),
+        "bundle": {
+            "path": str(bundle.path),
+            "manifest_sha256": bundle.sha256,
+            "precision": bundle.manifest.get("precision"),
+        },
+        "library": {
+            "path": str(library.path),
+            "content_sha256": library.content_sha256,
+            "encoder_id": library.encoder_id,
+            "n_drugs": len(library),
+        },
+        "seed": options.seed,
+        "draws": options.draws,
+        "doses_uM": list(options.doses),
+        "providers": {"backbone": backbone_provider, "flexpert": flexpert_provider},
+        "provider_notes": list(options.runtime.notes),
+        "gene_coverage": coverage,
+        "profiles": profiles,
+        "input_qc": patient.qc,
+        "timings_s": timings,
+    }
+    return ScoreResult(
+        ranking, pd.concat(predictions, ignore_index=True) if predictions else None, run
+    )
+
+
+def _top_predictions(profile, table, predicted, genes, library, options) -> pd.DataFrame:
+    top = table.nsmallest(options.prediction_top, "rank").index.to_numpy()
+    frames = []
+    for dose in options.doses:
+        frame = pd.DataFrame(predicted[dose][top], columns=genes)
+        frame.insert(0, "profile", str(profile))
+        frame.insert(1, "drug_id", [library.ids[i] for i in top])
+        frame.insert(2, "dose_uM", dose)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("numpy", "pandas", "anndata", "onnxruntime-gpu", "onnxruntime", "rdkit"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def resolve_library(bundle: Bundle, drugs: Path | None) -> DrugLibrary:
+    """The library given with --drugs, else the bundle's own; verified for the bundle's encoder."""
+    path = drugs or bundle.library_path
+    if path is None:
+        raise UserError(
+            f"Bundle '{bundle.path}' ships no drug library. Pass one with --drugs LIB (build it "
+            "with `unicure-rt drugs build` or `unicure-rt drugs import`)."
+        )
+    return load_library(path, encoder_id=bundle.drug_encoder["id"])
+
+
+def write_score_outputs(
+    result: ScoreResult, out: Path, *, force: bool, input_files: list[Path], started: float
+) -> Path:
+    """Write ranking.csv/.parquet, predictions.parquet (if any) and run.json atomically."""
+    with staged_output_dir(out, force=force) as staging:
+        t0 = time.perf_counter()
+        result.ranking.to_parquet(staging / "ranking.parquet", index=False)
+        result.ranking.to_csv(staging / "ranking.csv", index=False)
+        if result.predictions is not None:
+            result.predictions.to_parquet(staging / "predictions.parquet", index=False)
+        run = dict(result.run)
+        run["inputs"] = [{"path": str(p), "sha256": sha256_file(p)} for p in input_files]
+        run["timings_s"] = {
+            **run["timings_s"],
+            "writing_s": time.perf_counter() - t0,
+            "total_s": time.perf_counter() - started,
+        }
+        (staging / "run.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
+    return out
