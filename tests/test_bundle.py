@@ -24,7 +24,10 @@ def test_round_trip_records_every_file(bundle_dir):
 @pytest.mark.parametrize(
     "tamper, message",
     [
-        (lambda d: (d / "flexpert.onnx").write_bytes(b"evil"), "changed since export: flexpert.onnx"),
+        (
+            lambda d: (d / "flexpert.onnx").write_bytes(b"evil"),
+            "changed since export: flexpert.onnx",
+        ),
         (lambda d: (d / "backbone.onnx").unlink(), "missing: backbone.onnx"),
         (lambda d: (d / "extra.bin").write_bytes(b"x"), "not listed in the manifest: extra.bin"),
     ],

@@ -17,7 +17,8 @@ from unicure_rt.tokenizer import Tokenizer  # noqa: E402
 
 GENES = [f"G{i}" for i in range(30)]
 VOCAB = {
-    "tokens": ["<pad>", "<cls>", "<chrom_close>", "chrom:1", "chrom:2", "chrom:X"] + [f"gene:{g}" for g in GENES],
+    "tokens": ["<pad>", "<cls>", "<chrom_close>", "chrom:1", "chrom:2", "chrom:X"]
+    + [f"gene:{g}" for g in GENES],
     "gene_loci": {g: [["1", "2", "X"][i % 3], 1000 * i] for i, g in enumerate(GENES)},
 }
 OUT_GENES = [f"O{i}" for i in range(978)]
@@ -25,9 +26,21 @@ OUT_GENES = [f"O{i}" for i in range(978)]
 
 def config(padding="masked", **kw):
     base = dict(
-        vocab_size=len(VOCAB["tokens"]), token_dim=16, d_model=32, n_heads=4, d_ff=64, n_layers=2,
-        head_hidden=64, pad_length=96, sample_size=64, lora_layers=(1,), lora_rank=4,
-        padding=padding, attn_dim=16, decoder_hidden=128, dropout=0.0,
+        vocab_size=len(VOCAB["tokens"]),
+        token_dim=16,
+        d_model=32,
+        n_heads=4,
+        d_ff=64,
+        n_layers=2,
+        head_hidden=64,
+        pad_length=96,
+        sample_size=64,
+        lora_layers=(1,),
+        lora_rank=4,
+        padding=padding,
+        attn_dim=16,
+        decoder_hidden=128,
+        dropout=0.0,
     )
     base.update(kw)
     return UniCureConfig(**base)
@@ -49,7 +62,9 @@ def lora_model(padding="masked"):
 def sentences(padding="masked", n=3, seed=0):
     spec = {**VOCAB, "pad_length": 96, "sample_size": 64, "padding": padding, "weighting": "linear"}
     profiles = np.random.default_rng(seed).lognormal(1.0, 0.5, size=(n, len(GENES)))
-    tokens, mask = Tokenizer.from_spec(spec).encode(profiles, [f"p{i}" for i in range(n)], seed=seed)
+    tokens, mask = Tokenizer.from_spec(spec).encode(
+        profiles, [f"p{i}" for i in range(n)], seed=seed
+    )
     return torch.from_numpy(tokens), torch.from_numpy(mask)
 
 
@@ -61,7 +76,9 @@ def test_peft_merged_and_unmerged_agree():
         base = model()(tokens, mask, drug)
         unmerged = peft_model(tokens, mask, drug)
         merged = merge_lora(peft_model)(tokens, mask, drug)
-    assert (unmerged - base).abs().max() > 1e-4, "LoRA must change the output for this test to mean anything"
+    assert (unmerged - base).abs().max() > 1e-4, (
+        "LoRA must change the output for this test to mean anything"
+    )
     torch.testing.assert_close(merged, unmerged, atol=1e-6, rtol=0)
 
 
@@ -71,7 +88,9 @@ def test_reference_padding_depends_on_padding_masked_does_not():
     longer_m = torch.cat([mask, torch.zeros(1, 20, dtype=torch.long)], dim=1)
     with torch.no_grad():
         masked = model("masked").backbone
-        torch.testing.assert_close(masked(tokens, mask), masked(longer_t, longer_m), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            masked(tokens, mask), masked(longer_t, longer_m), atol=1e-6, rtol=0
+        )
         reference = model("reference").backbone
         assert (reference(tokens, mask) - reference(longer_t, longer_m)).abs().max() > 1e-5
 
@@ -89,7 +108,10 @@ def exported(request, tmp_path_factory):
 
 def test_parity_results_are_recorded(exported):
     _padding, _model, out, manifest, results = exported
-    assert {(r.graph, r.output) for r in results} == {("backbone", "cell_embedding"), ("flexpert", "expression")}
+    assert {(r.graph, r.output) for r in results} == {
+        ("backbone", "cell_embedding"),
+        ("flexpert", "expression"),
+    }
     assert all(r.max_abs < 1e-5 for r in results)
     assert load_bundle(out).manifest["parity"] == manifest["parity"]
 
@@ -99,7 +121,9 @@ def test_manifest_contract(exported):
     assert set(manifest["files"]) == {"backbone.onnx", "flexpert.onnx"}
     backbone = manifest["graphs"]["backbone"]
     assert [i["name"] for i in backbone["inputs"]] == ["tokens", "mask"]
-    assert backbone["outputs"] == [{"name": "cell_embedding", "dtype": "float32", "shape": ["batch", 1280]}]
+    assert backbone["outputs"] == [
+        {"name": "cell_embedding", "dtype": "float32", "shape": ["batch", 1280]}
+    ]
     flexpert = manifest["graphs"]["flexpert"]
     assert [i["name"] for i in flexpert["inputs"]] == ["cell_embedding", "drug"]
     assert flexpert["outputs"][0]["shape"] == ["batch", 978]
@@ -171,7 +195,9 @@ def test_parity_gate_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(writer, "_build_cases", corrupted)
     out = tmp_path / "bundle"
-    with pytest.raises(ParityError, match=r"flexpert\.expression on 'single_drugs': max abs error 0\.01"):
+    with pytest.raises(
+        ParityError, match=r"flexpert\.expression on 'single_drugs': max abs error 0\.01"
+    ):
         export_bundle(model(), VOCAB, out, ExportOptions(genes=OUT_GENES))
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir()], "no partial bundle may be left behind"

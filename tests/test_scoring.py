@@ -25,7 +25,9 @@ def test_reversal_scores_minus_one():
 
 def test_constant_change_scores_nan_and_ranks_last():
     tumour = np.arange(5.0)
-    scores = reversal_scores(np.stack([tumour + 1.0, tumour - np.arange(5.0)]), tumour, np.arange(5.0))
+    scores = reversal_scores(
+        np.stack([tumour + 1.0, tumour - np.arange(5.0)]), tumour, np.arange(5.0)
+    )
     assert np.isnan(scores[0]) and np.isclose(scores[1], -1.0)
     assert ascending_ranks(scores).tolist() == [2, 1]
 

@@ -5,7 +5,14 @@ from unicure_rt.errors import UserError
 from unicure_rt.tokenizer import Tokenizer
 
 GENES = ["A", "B", "C", "D", "E", "F"]
-LOCI = {"A": ["1", 300], "B": ["1", 100], "C": ["2", 50], "D": ["X", 10], "E": ["2", 20], "F": ["X", 5]}
+LOCI = {
+    "A": ["1", 300],
+    "B": ["1", 100],
+    "C": ["2", 50],
+    "D": ["X", 10],
+    "E": ["2", 20],
+    "F": ["X", 5],
+}
 
 
 def make(padding="masked", weighting="linear", sample_size=64, pad_length=80, aliases=None):

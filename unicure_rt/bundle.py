@@ -86,7 +86,9 @@ class Bundle:
     @cached_property
     def vocabulary_genes(self) -> list[str]:
         """Gene symbols the tokenizer can emit."""
-        return [t[len(GENE_PREFIX) :] for t in self.tokenizer["tokens"] if t.startswith(GENE_PREFIX)]
+        return [
+            t[len(GENE_PREFIX) :] for t in self.tokenizer["tokens"] if t.startswith(GENE_PREFIX)
+        ]
 
     @property
     def sha256(self) -> str:
@@ -112,7 +114,9 @@ def load_bundle(path: Path | str | None = None) -> Bundle:
         ) from None
     version = manifest.get("format_version")
     if not isinstance(version, int):
-        raise UserError(f"The manifest of bundle '{path}' has no integer format_version; re-export it.")
+        raise UserError(
+            f"The manifest of bundle '{path}' has no integer format_version; re-export it."
+        )
     if version > FORMAT_VERSION:
         raise UserError(
             f"Bundle '{path}' has format version {version}, newer than this unicure-rt reads "
@@ -133,7 +137,9 @@ def _verify_files(path: Path, recorded: dict[str, str]) -> None:
                 f"Bundle '{path}' lists a file outside its directory ('{rel}'); refusing to load "
                 "it. Re-export the bundle."
             )
-    changed = sorted(rel for rel in set(recorded) & present if sha256_file(path / rel) != recorded[rel])
+    changed = sorted(
+        rel for rel in set(recorded) & present if sha256_file(path / rel) != recorded[rel]
+    )
     problems = []
     if changed:
         problems.append(f"changed since export: {', '.join(changed)}")

@@ -43,7 +43,10 @@ def embed_profiles(
     outputs = []
     for start in range(0, len(ids), batch_size):
         tokens, mask = tokenizer.encode(
-            values[start : start + batch_size], ids[start : start + batch_size], seed=seed, draws=draws
+            values[start : start + batch_size],
+            ids[start : start + batch_size],
+            seed=seed,
+            draws=draws,
         )
         outputs.append(session.run(["cell_embedding"], {"tokens": tokens, "mask": mask})[0])
         on_batch(len(ids[start : start + batch_size]))

@@ -88,18 +88,22 @@ class Tokenizer:
         total = x.sum()
         if not np.isfinite(total) or total <= 0:
             raise UserError(
-                "A profile has no positive expression on the bundle's vocabulary genes (or contains "
-                "NaN), so no genes can be drawn for its cell sentence. Remove empty samples or "
-                "check the gene identifiers and the expression layer."
+                "A profile has no positive expression on the bundle's vocabulary genes (or "
+                "contains NaN), so no genes can be drawn for its cell sentence. Remove empty "
+                "samples or check the gene identifiers and the expression layer."
             )
         return x / total
 
     def sentence(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One sentence (unpadded int64 token ids) from values over the vocabulary genes."""
-        drawn = rng.choice(len(self.genes), size=self.sample_size, replace=True, p=self.weights(values))
+        drawn = rng.choice(
+            len(self.genes), size=self.sample_size, replace=True, p=self.weights(values)
+        )
         chroms = self.gene_chrom_tokens[drawn]
         unique_chroms = np.unique(chroms)
-        chrom_rank = dict(zip(rng.permutation(unique_chroms).tolist(), range(len(unique_chroms)), strict=True))
+        chrom_rank = dict(
+            zip(rng.permutation(unique_chroms).tolist(), range(len(unique_chroms)), strict=True)
+        )
         ranks = np.array([chrom_rank[c] for c in chroms.tolist()], dtype=np.int64)
         drawn = drawn[np.lexsort((self.gene_starts[drawn], ranks))]
         ranks = np.sort(ranks)

@@ -14,7 +14,9 @@ from unicure_rt.models.config import UniCureConfig
 def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
     """Standard interleaved sin/cos table, shaped `[max_len, 1, d_model]` as in UCE."""
     position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-    div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    div_term = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+    )
     table = torch.zeros(max_len, 1, d_model)
     table[:, 0, 0::2] = torch.sin(position * div_term)
     table[:, 0, 1::2] = torch.cos(position * div_term)
@@ -22,7 +24,9 @@ def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
 
 
 def _head_block(d_in: int, d_out: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_out), nn.LayerNorm(d_out), nn.GELU(), nn.Dropout(dropout))
+    return nn.Sequential(
+        nn.Linear(d_in, d_out), nn.LayerNorm(d_out), nn.GELU(), nn.Dropout(dropout)
+    )
 
 
 class CellHead(nn.Module):
@@ -61,7 +65,7 @@ class TokenEncoder(nn.Module):
 
 
 def padding_bias(mask: torch.Tensor, pad_bias: float) -> torch.Tensor:
-    """Float key-padding mask: 0 on real tokens, `pad_bias` on padding (+1.0 = the reference quirk)."""
+    """Float key-padding mask: 0 on real tokens, `pad_bias` on padding (+1.0: reference quirk)."""
     zero = torch.zeros((), dtype=torch.float32)
     return torch.where(mask > 0, zero, torch.full((), pad_bias, dtype=torch.float32))
 

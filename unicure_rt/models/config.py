@@ -53,9 +53,14 @@ class UniCureConfig:
             raise ValueError(f"padding must be 'reference' or 'masked', not {self.padding!r}")
         if self.d_model % self.n_heads:
             raise ValueError("d_model must be divisible by n_heads")
-        for name, length in (("cell_dim", self.cell_dim), ("drug_vector_length", self.drug_vector_length)):
+        for name, length in (
+            ("cell_dim", self.cell_dim),
+            ("drug_vector_length", self.drug_vector_length),
+        ):
             if (length - self.window) % self.stride:
-                raise ValueError(f"{name}={length} is not covered by windows of {self.window}/{self.stride}")
+                raise ValueError(
+                    f"{name}={length} is not covered by windows of {self.window}/{self.stride}"
+                )
 
     @property
     def n_cell_windows(self) -> int:

@@ -1,4 +1,4 @@
-"""FlexPert cross-attention head, decoder and the fine-tuning adaptor (section 5 of the reference)."""
+"""FlexPert cross-attention head, decoder and fine-tuning adaptor (reference section 5)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,15 @@ class FlexPert(nn.Module):
         self.key_map = nn.Linear(c.window, c.attn_dim)
         self.value_map = nn.Linear(c.window, c.attn_dim)
         self.fusion_decoder = nn.Sequential(
-            nn.Linear(c.fusion_dim, c.fusion_dim), nn.ReLU(), nn.Dropout(c.dropout),
+            nn.Linear(c.fusion_dim, c.fusion_dim),
+            nn.ReLU(),
+            nn.Dropout(c.dropout),
             nn.Linear(c.fusion_dim, c.fusion_dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(c.fusion_dim, c.decoder_hidden), nn.ReLU(), nn.Dropout(c.dropout),
+            nn.Linear(c.fusion_dim, c.decoder_hidden),
+            nn.ReLU(),
+            nn.Dropout(c.dropout),
             nn.Linear(c.decoder_hidden, c.n_genes),
         )
 
@@ -54,11 +58,13 @@ class FlexPert(nn.Module):
 
 
 class Adaptor(nn.Module):
-    """Linear -> ReLU -> Dropout(0.2) -> Linear on the frozen model's output (patient fine-tuning)."""
+    """Linear -> ReLU -> Dropout(0.2) -> Linear on the frozen model's output (fine-tuning)."""
 
     def __init__(self, n_in: int, hidden: int, n_out: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, n_out))
+        self.net = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, n_out)
+        )
 
     def forward(self, expression: torch.Tensor) -> torch.Tensor:
         return self.net(expression)

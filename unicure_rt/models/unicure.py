@@ -12,7 +12,12 @@ from unicure_rt.models.backbone import Backbone
 from unicure_rt.models.config import UniCureConfig
 from unicure_rt.models.flexpert import Adaptor, FlexPert
 
-WEIGHTS, CONFIG, VOCABULARY, GENES = "model.safetensors", "config.json", "vocabulary.json", "genes.json"
+WEIGHTS, CONFIG, VOCABULARY, GENES = (
+    "model.safetensors",
+    "config.json",
+    "vocabulary.json",
+    "genes.json",
+)
 
 
 class UniCure(nn.Module):
@@ -39,10 +44,14 @@ class UniCure(nn.Module):
 
 def lora_target_modules(config: UniCureConfig) -> list[str]:
     """Names of the self-attention modules that carry LoRA (peft matches on the name suffix)."""
-    return [f"backbone.encoder.transformer_encoder.layers.{i}.self_attn" for i in config.lora_layers]
+    return [
+        f"backbone.encoder.transformer_encoder.layers.{i}.self_attn" for i in config.lora_layers
+    ]
 
 
-def add_lora(model: UniCure, *, rank: int | None = None, alpha: float | None = None, dropout: float = 0.0):
+def add_lora(
+    model: UniCure, *, rank: int | None = None, alpha: float | None = None, dropout: float = 0.0
+):
     """Wrap the chosen layers' `nn.MultiheadAttention` in peft LoRA adapters."""
     from peft import LoraConfig, get_peft_model
 
@@ -64,7 +73,11 @@ def merge_lora(model) -> UniCure:
 
 
 def save_native(
-    model: UniCure, directory: Path, *, vocabulary: dict | None = None, genes: list[str] | None = None
+    model: UniCure,
+    directory: Path,
+    *,
+    vocabulary: dict | None = None,
+    genes: list[str] | None = None,
 ) -> None:
     """Write a native checkpoint: `model.safetensors` + `config.json` (+ `vocabulary.json`,
     `genes.json`).
