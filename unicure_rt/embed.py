@@ -8,6 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from unicure_rt.bundle import Bundle
+from unicure_rt.inputs import PatientProfiles
+from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.tokenizer import Tokenizer
 
 
@@ -65,3 +68,22 @@ def mean_embedding(draw_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     unit = draw_embeddings / np.linalg.norm(draw_embeddings, axis=2, keepdims=True)
     spread = 1.0 - np.einsum("ndc,nc->nd", unit, mean).mean(axis=1)
     return mean.astype(np.float32), spread
+
+
+def embedding_table(
+    bundle: Bundle, profiles: PatientProfiles, *, seed: int, draws: int, runtime: RuntimeOptions
+) -> pd.DataFrame:
+    """One row per profile: its obs columns, the draws' spread, and `emb_0000`... columns.
+
+    Reads `profiles.tumour` and `profiles.obs`; the normal reference is not used.
+    """
+    session, provider = create_session(bundle.graph_path("backbone"), runtime)
+    tokenizer = Tokenizer.from_spec(bundle.tokenizer)
+    draw_embeddings = embed_profiles(session, tokenizer, profiles.tumour, seed=seed, draws=draws)
+    embeddings, spread = mean_embedding(draw_embeddings)
+    columns = [f"emb_{i:04d}" for i in range(embeddings.shape[1])]
+    table = pd.DataFrame(embeddings, columns=columns, index=profiles.tumour.index)
+    meta = profiles.obs[["sample", "group", "n_cells"]].assign(embedding_spread=spread)
+    table = pd.concat([meta, table], axis=1).rename_axis("profile").reset_index()
+    table.attrs["provider"] = provider
+    return table

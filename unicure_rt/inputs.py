@@ -73,11 +73,14 @@ WHERE_RE = re.compile(r"^\s*([^=~]+?)\s*([=~])\s*(.+?)\s*$")
 
 @dataclass
 class PatientProfiles:
-    """Tumour profiles and their matched normal reference, on a log2 expression scale."""
+    """Tumour profiles and their matched normal reference, on a log2 expression scale.
+
+    `normal` is None for profiles read without a reference (`load_profiles`).
+    """
 
     genes: list[str]
     tumour: pd.DataFrame
-    normal: pd.DataFrame
+    normal: pd.DataFrame | None
     obs: pd.DataFrame
     qc: dict
 
@@ -629,6 +632,10 @@ def _check_options(normal: Any, normal_where: str | None, min_cells: int) -> Non
         )
     if normal is not None and normal_where is not None:
         raise UserError("Give either --normal or --normal-where, not both.")
+    _check_min_cells(min_cells)
+
+
+def _check_min_cells(min_cells: int) -> None:
     if isinstance(min_cells, bool) or not isinstance(min_cells, int) or min_cells < 1:
         raise UserError(f"--min-cells must be a whole number of at least 1, got {min_cells!r}.")
 
@@ -756,6 +763,38 @@ def load_patient(
                 "scale. Pass both as counts, or both as log expression."
             )
     return _assemble(tumour, reference, input_qc, profiles_qc, normal_qc)
+
+
+def load_profiles(
+    path, *, layer=None, gene_key=None, sample_key=None, group_key=None, min_cells=10
+) -> PatientProfiles:
+    """Read every observation of a file into profiles, with no normal reference.
+
+    For commands that need profiles but no disease signature (`embed`, `predict`). Options and
+    conversion as in `load_patient`; the returned `normal` is None and `obs.normal_source` empty.
+    """
+    _check_min_cells(min_cells)
+    with _open_input(path, layer, gene_key) as data:
+        _check_table_keys(data, sample_key, group_key)
+        kind = _value_kind(data)
+        samples, found = _sample_ids(data, sample_key)
+        groups = _group_labels(data, group_key)
+        everything = np.ones(len(data.obs), dtype=bool)
+        profiles = _side_profiles(data, samples, groups, everything, min_cells, kind, "input")
+        qc = {
+            "input": {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]},
+            "profiles": {
+                "sample_key": found,
+                "group_key": group_key,
+                "bulk": _is_bulk(data, samples),
+                "n_samples": int(samples.nunique()),
+                "dropped_min_cells": profiles.dropped,
+                "n_profiles": len(profiles.log2),
+            },
+        }
+    genes = sorted(profiles.log2.columns)
+    obs = profiles.meta.assign(normal_source="").rename_axis(None)
+    return PatientProfiles(genes, profiles.log2[genes], None, obs, {**qc, "n_genes": len(genes)})
 
 
 def _assemble(tumour, reference, input_qc, profiles_qc, normal_qc) -> PatientProfiles:

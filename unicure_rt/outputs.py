@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -41,4 +42,23 @@ def staged_output_dir(out: Path | str, *, force: bool = False) -> Iterator[Path]
             staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged_output_file(out: Path | str, *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `out`; on success it replaces `out` in one rename."""
+    out = Path(out)
+    refuse_existing(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{out.name}.partial-", suffix=out.suffix, dir=out.parent
+    )
+    os.close(handle)
+    staging = Path(name)
+    try:
+        yield staging
+        os.replace(staging, out)
+    except BaseException:
+        staging.unlink(missing_ok=True)
         raise

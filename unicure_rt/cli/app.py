@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unicure_rt.cli import drugs, export, info, score
+from unicure_rt.cli import drugs, embed, export, info, predict, score
 
 app = typer.Typer(
     name="unicure-rt",
@@ -13,6 +13,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("score")(score.score)
+app.command("embed")(embed.embed)
+app.command("predict")(predict.predict)
 app.command("info")(info.info)
 app.command("export")(export.export)
 app.add_typer(drugs.app, name="drugs")

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.panel import Panel
+from rich.markup import escape
 
 from unicure_rt.errors import UserError
 
@@ -29,9 +29,7 @@ def report_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except UserError as exc:
-            error_console.print(
-                Panel(str(exc), title="unicure-rt: error", border_style="red", expand=False)
-            )
+            error_console.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
             error_console.print("[red]Interrupted: no output was written.[/red]")

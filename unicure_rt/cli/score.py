@@ -15,6 +15,25 @@ from rich.table import Table
 
 from unicure_rt.bundle import load_bundle
 from unicure_rt.cli.common import console, parse_doses, report_errors
+from unicure_rt.cli.options import (
+    BundleOpt,
+    DeviceOpt,
+    DosesOpt,
+    DrawsOpt,
+    DrugsOpt,
+    ForceOpt,
+    Fp16Opt,
+    GeneKeyOpt,
+    GroupKeyOpt,
+    InputArg,
+    LayerOpt,
+    MinCellsOpt,
+    NormalOpt,
+    NormalWhereOpt,
+    SampleKeyOpt,
+    SeedOpt,
+    ThreadsOpt,
+)
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.inputs import load_patient
 from unicure_rt.outputs import refuse_existing
@@ -27,57 +46,6 @@ from unicure_rt.score import (
     write_score_outputs,
 )
 
-InputArg = Annotated[Path, typer.Argument(help="Patient file: .h5ad, or a CSV/TSV/Parquet table.")]
-BundleOpt = Annotated[
-    Path | None,
-    typer.Option("--bundle", help="Bundle directory (default: the bundled demo model)."),
-]
-NormalOpt = Annotated[
-    Path | None,
-    typer.Option("--normal", help="Normal reference file (matched by sample id, else its mean)."),
-]
-NormalWhereOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--normal-where",
-        help="Normal rows inside the input: COL=VALUE (exact) or COL~TEXT (contains), "
-        "e.g. cell_type=Oligodendrocytes or sample~-11A.",
-    ),
-]
-LayerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--layer", help="Expression layer (default: layers['counts'], then raw.X, then X)."
-    ),
-]
-GeneKeyOpt = Annotated[
-    str | None, typer.Option("--gene-key", help="var column with gene ids (default: var_names).")
-]
-SampleKeyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--sample-key",
-        help="obs column with sample ids (default: donor_id, patient or sample, if present).",
-    ),
-]
-GroupKeyOpt = Annotated[
-    str | None, typer.Option("--group-key", help="obs column that splits samples into groups.")
-]
-MinCellsOpt = Annotated[
-    int, typer.Option("--min-cells", min=1, help="Smallest group of cells that is scored.")
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the cell-sentence sampling.")]
-DrawsOpt = Annotated[
-    int, typer.Option("--draws", min=1, help="Cell sentences per profile (embeddings averaged).")
-]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="auto (TensorRT, CUDA, then CPU), cpu, cuda or tensorrt.")
-]
-Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Half precision on TensorRT.")]
-ThreadsOpt = Annotated[
-    int, typer.Option("--threads", min=0, help="CPU threads for ONNX Runtime (0 = all cores).")
-]
-
 
 @report_errors
 def score(
@@ -87,9 +55,7 @@ def score(
         typer.Option("--out", "-o", help="Output folder (ranking.csv/.parquet, run.json)."),
     ] = None,
     bundle: BundleOpt = None,
-    drugs: Annotated[
-        Path | None, typer.Option("--drugs", help="Drug library (default: the bundle's own).")
-    ] = None,
+    drugs: DrugsOpt = None,
     normal: NormalOpt = None,
     normal_where: NormalWhereOpt = None,
     layer: LayerOpt = None,
@@ -97,13 +63,7 @@ def score(
     sample_key: SampleKeyOpt = None,
     group_key: GroupKeyOpt = None,
     min_cells: MinCellsOpt = 10,
-    doses: Annotated[
-        str | None,
-        typer.Option(
-            "--doses",
-            help="Comma-separated doses in µM (default: 0.04,0.12,0.37,1.11,3.33,10).",
-        ),
-    ] = None,
+    doses: DosesOpt = None,
     draws: DrawsOpt = 3,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -114,7 +74,7 @@ def score(
         bool,
         typer.Option("--predictions", help="Also write predicted expression of the --top drugs."),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the top drugs as JSON on stdout.")

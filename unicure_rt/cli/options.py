@@ -1,0 +1,71 @@
+"""Options shared by the commands that read patient files and run a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+InputArg = Annotated[Path, typer.Argument(help="Patient file: .h5ad, or a CSV/TSV/Parquet table.")]
+BundleOpt = Annotated[
+    Path | None,
+    typer.Option("--bundle", help="Bundle directory (default: the bundled demo model)."),
+]
+NormalOpt = Annotated[
+    Path | None,
+    typer.Option("--normal", help="Normal reference file (matched by sample id, else its mean)."),
+]
+NormalWhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--normal-where",
+        help="Normal rows inside the input: COL=VALUE (exact) or COL~TEXT (contains), "
+        "e.g. cell_type~Oligodendrocytes or sample~-11A.",
+    ),
+]
+LayerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layer", help="Expression layer (default: layers['counts'], then raw.X, then X)."
+    ),
+]
+GeneKeyOpt = Annotated[
+    str | None, typer.Option("--gene-key", help="var column with gene ids (default: var_names).")
+]
+SampleKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sample-key",
+        help="obs column with sample ids (default: donor_id, patient or sample, if present).",
+    ),
+]
+GroupKeyOpt = Annotated[
+    str | None, typer.Option("--group-key", help="obs column that splits samples into groups.")
+]
+MinCellsOpt = Annotated[
+    int, typer.Option("--min-cells", min=1, help="Smallest group of cells that is scored.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the cell-sentence sampling.")]
+DrawsOpt = Annotated[
+    int, typer.Option("--draws", min=1, help="Cell sentences per profile (embeddings averaged).")
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (TensorRT, CUDA, then CPU), cpu, cuda or tensorrt.")
+]
+Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Half precision on TensorRT.")]
+ThreadsOpt = Annotated[
+    int, typer.Option("--threads", min=0, help="CPU threads for ONNX Runtime (0 = all cores).")
+]
+
+
+DrugsOpt = Annotated[
+    Path | None, typer.Option("--drugs", help="Drug library (default: the bundle's own).")
+]
+DosesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--doses", help="Comma-separated doses in µM (default: 0.04,0.12,0.37,1.11,3.33,10)."
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]

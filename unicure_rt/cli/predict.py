@@ -1,0 +1,117 @@
+"""`unicure-rt predict`: predicted expression for chosen drugs and doses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from unicure_rt.bundle import load_bundle
+from unicure_rt.cli.common import console, parse_doses, report_errors
+from unicure_rt.cli.options import (
+    BundleOpt,
+    DeviceOpt,
+    DosesOpt,
+    DrawsOpt,
+    DrugsOpt,
+    ForceOpt,
+    GeneKeyOpt,
+    GroupKeyOpt,
+    InputArg,
+    LayerOpt,
+    MinCellsOpt,
+    SampleKeyOpt,
+    SeedOpt,
+    ThreadsOpt,
+)
+from unicure_rt.drugs import REFERENCE_DOSES_UM, encode_smiles
+from unicure_rt.errors import UserError
+from unicure_rt.inputs import load_profiles
+from unicure_rt.outputs import refuse_existing, staged_output_file
+from unicure_rt.predict import largest_changes, predict_expression
+from unicure_rt.runtime import RuntimeOptions
+from unicure_rt.score import resolve_library
+
+
+@report_errors
+def predict(
+    input: InputArg,
+    drug: Annotated[
+        list[str] | None,
+        typer.Option("--drug", help="Drug id or name from the library (repeatable)."),
+    ] = None,
+    smiles: Annotated[
+        list[str] | None,
+        typer.Option("--smiles", help="SMILES of a new compound (repeatable; RDKit encoders)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write all predictions to this .parquet or .csv file."),
+    ] = None,
+    bundle: BundleOpt = None,
+    drugs: DrugsOpt = None,
+    doses: DosesOpt = None,
+    layer: LayerOpt = None,
+    gene_key: GeneKeyOpt = None,
+    sample_key: SampleKeyOpt = None,
+    group_key: GroupKeyOpt = None,
+    min_cells: MinCellsOpt = 10,
+    draws: DrawsOpt = 3,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 0,
+    force: ForceOpt = False,
+) -> None:
+    """Predict the treated expression of every profile of INPUT under the given drugs and doses."""
+    if not drug and not smiles:
+        raise UserError("Name at least one drug: --drug NAME_OR_ID (from the library) or --smiles.")
+    if out is not None:
+        if out.suffix.lower() not in (".parquet", ".csv"):
+            raise UserError(f"--out must end in .parquet or .csv (got '{out.name}').")
+        refuse_existing(out, force)
+    loaded = load_bundle(bundle)
+    ids, parts = [], []
+    if drug:
+        library = resolve_library(loaded, drugs)
+        rows = [library.index_of(key) for key in drug]
+        ids += [library.ids[i] for i in rows]
+        parts.append(library.embeddings[rows])
+    if smiles:
+        ids += list(smiles)
+        parts.append(encode_smiles(smiles, loaded))
+    profiles = load_profiles(
+        input,
+        layer=layer,
+        gene_key=gene_key,
+        sample_key=sample_key,
+        group_key=group_key,
+        min_cells=min_cells,
+    )
+    predictions = predict_expression(
+        loaded,
+        profiles,
+        ids,
+        np.concatenate(parts).astype(np.float32),
+        parse_doses(doses) or REFERENCE_DOSES_UM,
+        seed=seed,
+        draws=draws,
+        runtime=RuntimeOptions(device=device, threads=threads),
+    )
+    if out is not None:
+        with staged_output_file(out, force=force) as target:
+            if out.suffix.lower() == ".csv":
+                predictions.to_csv(target, index=False)
+            else:
+                predictions.to_parquet(target, index=False)
+    table = Table(title="Largest predicted changes (predicted - input, log2)")
+    for column in ("profile", "drug", "dose µM", "genes"):
+        table.add_column(column)
+    changes = largest_changes(predictions, profiles, loaded.genes)
+    for row, text in zip(predictions.itertuples(), changes, strict=True):
+        table.add_row(row.profile, row.drug_id, f"{row.dose_uM:g}", text)
+    console.print(table)
+    if out is not None:
+        console.print(f"Wrote {len(predictions)} predictions to {out}.")

@@ -1,0 +1,63 @@
+"""Predicted treated expression for chosen drugs and doses (the reference's quick prediction)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from unicure_rt.bundle import Bundle
+from unicure_rt.drugs import drug_vectors
+from unicure_rt.embed import embed_profiles, mean_embedding
+from unicure_rt.inputs import PatientProfiles
+from unicure_rt.runtime import RuntimeOptions, create_session
+from unicure_rt.tokenizer import Tokenizer
+
+
+def predict_expression(
+    bundle: Bundle,
+    profiles: PatientProfiles,
+    drug_ids: Sequence[str],
+    drug_embeddings: np.ndarray,
+    doses: Sequence[float],
+    *,
+    seed: int,
+    draws: int,
+    runtime: RuntimeOptions,
+) -> pd.DataFrame:
+    """One row per profile x drug x dose: `profile`, `drug_id`, `dose_uM`, then one column per
+    output gene with the predicted treated expression (log2 scale of the training data).
+
+    Reads `profiles.tumour`; the normal reference is not used.
+    """
+    backbone, _ = create_session(bundle.graph_path("backbone"), runtime)
+    flexpert, _ = create_session(bundle.graph_path("flexpert"), runtime)
+    tokenizer = Tokenizer.from_spec(bundle.tokenizer)
+    draw_embeddings = embed_profiles(backbone, tokenizer, profiles.tumour, seed=seed, draws=draws)
+    cells, _spread = mean_embedding(draw_embeddings)
+    frames = []
+    for profile, cell in zip(profiles.tumour.index, cells, strict=True):
+        for dose in doses:
+            drugs = drug_vectors(drug_embeddings, dose)
+            batch = np.repeat(cell[None, :], len(drugs), axis=0)
+            expression = flexpert.run(["expression"], {"cell_embedding": batch, "drug": drugs})[0]
+            frame = pd.DataFrame(expression, columns=bundle.genes)
+            frame.insert(0, "profile", str(profile))
+            frame.insert(1, "drug_id", list(drug_ids))
+            frame.insert(2, "dose_uM", float(dose))
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def largest_changes(
+    predictions: pd.DataFrame, profiles: PatientProfiles, genes: Sequence[str], n: int = 5
+) -> list[str]:
+    """For each prediction row, the `n` genes with the largest |predicted - input| (text)."""
+    present = [g for g in genes if g in profiles.tumour.columns]
+    baseline = profiles.tumour.loc[predictions["profile"], present].to_numpy()
+    change = predictions[present].to_numpy() - baseline
+    order = np.argsort(-np.abs(change), axis=1)[:, :n]
+    return [
+        ", ".join(f"{present[j]} {change[i, j]:+.2f}" for j in row) for i, row in enumerate(order)
+    ]
