@@ -86,7 +86,7 @@ def _library_loads(device: str) -> str | None:
         ctypes.CDLL(str(library))
     except OSError as exc:
         missing = str(exc).split(":")[0].strip()
-        return f"{missing} cannot be loaded (GPU libraries or driver not installed)"
+        return f"{missing} not found"
     return None
 
 
@@ -165,6 +165,6 @@ def _unavailable(device: str, reason: str, options: RuntimeOptions) -> None:
             "Install onnxruntime-gpu with matching CUDA/TensorRT libraries on a machine with an "
             "NVIDIA GPU, or use --device auto or --device cpu."
         )
-    note = f"{PROVIDER[device]} not used: {reason}"
+    note = f"{PROVIDER[device].removesuffix('ExecutionProvider')}: {reason}"
     if note not in options.notes:
         options.notes.append(note)

@@ -164,7 +164,7 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         f"{coverage['output_genes_present']}/{coverage['output_genes_total']}"
     )
     if run["provider_notes"]:
-        console.print(f"[dim]{'; '.join(run['provider_notes'])}[/dim]")
+        console.print(f"[dim]GPU not used ({'; '.join(run['provider_notes'])})[/dim]")
     for profile, rows in result.ranking.groupby("profile", sort=False):
         info = next(p for p in run["profiles"] if p["profile"] == profile)
         table = Table(title=f"{profile}  (normal: {info['normal_source']})", title_justify="left")

@@ -1,0 +1,95 @@
+"""`unicure-rt export` from both checkpoint layouts to verified bundles, through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch", reason="the export tests need the [export] extra (torch)")
+
+from published_fixtures import make_published_state_dict, make_uce_files  # noqa: E402
+from reference_impl import reference_cell_embedding  # noqa: E402
+
+from unicure_rt.bundle import load_bundle  # noqa: E402
+from unicure_rt.cli.app import app  # noqa: E402
+from unicure_rt.export.convert import published_vocabulary  # noqa: E402
+from unicure_rt.models import UniCure, add_lora, save_native  # noqa: E402
+from unicure_rt.tokenizer import Tokenizer  # noqa: E402
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_published_checkpoint_exports_to_a_verified_bundle(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    uce = make_uce_files(tmp_path)
+    state = make_published_state_dict(pad_length=1536, full_flexpert=False)
+    torch.save(state, tmp_path / "unicure.pth")
+    out = tmp_path / "bundle"
+    result = invoke(
+        "export",
+        tmp_path / "unicure.pth",
+        "--from",
+        "reference",
+        "--out",
+        out,
+        "--species-chrom",
+        uce.species_chrom,
+        "--protein-embeddings",
+        uce.protein_embeddings,
+        "--n-heads",
+        "4",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Parity with PyTorch" in result.output
+    bundle = load_bundle(out)
+    manifest = bundle.manifest
+    assert manifest["model"]["padding"] == "reference" and manifest["model"]["pad_length"] == 1536
+    assert manifest["provenance"]["source_layout"] == "reference"
+    assert all(row["max_abs"] < 1e-4 for row in manifest["parity"])
+    tokenizer = Tokenizer.from_spec(bundle.tokenizer)
+    profiles = np.random.default_rng(0).lognormal(1, 0.5, size=(2, len(tokenizer.genes)))
+    tokens, mask = tokenizer.encode(profiles, ["a", "b"], seed=0)
+    session = ort.InferenceSession(str(out / "backbone.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"tokens": tokens, "mask": mask})[0]
+    vocabulary, published_ids = published_vocabulary(uce.species_chrom, uce.protein_embeddings)
+    assert vocabulary["tokens"] == bundle.tokenizer["tokens"]
+    want = reference_cell_embedding(
+        state, torch.from_numpy(published_ids[tokens]), torch.from_numpy(mask), n_heads=4
+    )
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_reference_export_needs_the_uce_files(tmp_path):
+    torch.save(make_published_state_dict(full_flexpert=False), tmp_path / "unicure.pth")
+    result = invoke(
+        "export", tmp_path / "unicure.pth", "--from", "reference", "--out", tmp_path / "b"
+    )
+    assert result.exit_code == 2
+    assert "--species-chrom" in result.output and not (tmp_path / "b").exists()
+
+
+def test_native_checkpoint_with_lora_exports(tmp_path):
+    from conftest import landmark_vocabulary, tiny_config
+
+    vocabulary, genes = landmark_vocabulary()
+    torch.manual_seed(0)
+    model = add_lora(UniCure(tiny_config(len(vocabulary["tokens"]))))
+    save_native(model, tmp_path / "ckpt", vocabulary=vocabulary, genes=genes)
+    out = tmp_path / "bundle"
+    result = invoke("export", tmp_path / "ckpt", "--out", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["genes"] == genes
+    assert manifest["provenance"]["source_layout"] == "native"
+    again = invoke("export", tmp_path / "ckpt", "--out", out)
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_not_a_checkpoint(tmp_path):
+    result = invoke("export", tmp_path, "--out", tmp_path / "b")
+    assert result.exit_code == 2 and "not a native unicure-rt checkpoint" in result.output
