@@ -66,9 +66,8 @@ def main() -> None:
         adata = build(args.data)
         path = args.out / f"{name}.h5ad"
         adata.write_h5ad(path, compression="gzip")
-        print(
-            f"wrote {path}: {adata.n_obs} x {adata.n_vars}, conditions {adata.obs['condition'].value_counts().to_dict()}"
-        )
+        conditions = adata.obs["condition"].value_counts().to_dict()
+        print(f"wrote {path}: {adata.n_obs} x {adata.n_vars}, conditions {conditions}")
 
 
 if __name__ == "__main__":

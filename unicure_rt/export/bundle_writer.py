@@ -15,10 +15,12 @@ import torch
 
 import unicure_rt
 from unicure_rt.bundle import write_manifest
+from unicure_rt.errors import UserError
 from unicure_rt.drugs import REFERENCE_DOSES_UM, drug_vectors
 from unicure_rt.export.config import GraphConfig, backbone_graph_config, flexpert_graph_config
 from unicure_rt.export.graphs import BackboneGraph, FlexPertGraph
 from unicure_rt.export.onnx_export import export_graph
+from unicure_rt.export.precision import PRECISIONS, apply_precision
 from unicure_rt.export.validate import ParityResult, run_parity_gate, save_cases
 from unicure_rt.models.unicure import UniCure, merge_lora
 from unicure_rt.outputs import staged_output_dir
@@ -40,6 +42,7 @@ class ExportOptions:
     library: str | None = None  # bundle-relative path of the default drug library
     provenance: dict = field(default_factory=dict)
     force: bool = False
+    precision: str = "fp32"  # fp32 | fp16 | int8: see export/precision.py
 
 
 class _SplitModel(torch.nn.Module):
@@ -122,8 +125,13 @@ def export_bundle(
     """Write a verified bundle directory at `out` (atomically; refuses to overwrite unless forced).
 
     Steps: merge LoRA -> validation cases from the PyTorch model -> export both graphs -> parity
-    gate in a separate process -> manifest with the sha256 of every file.
+    gate in a separate process -> (fp16/int8: variant replacing the fp32 graphs, fidelity
+    against fp32 checked against its floors) -> manifest with the sha256 of every file.
     """
+    if options.precision not in PRECISIONS:
+        raise UserError(
+            f"Unknown precision '{options.precision}': use one of {', '.join(PRECISIONS)}."
+        )
     if not options.genes or len(options.genes) != model.config.n_genes:
         raise ValueError("options.genes must list the model's output genes in order")
     model = merge_lora(model).eval()
@@ -194,5 +202,10 @@ def export_bundle(
             }
             for r in results
         ]
+        if options.precision != "fp32":
+            progress(f"making the {options.precision} graphs and measuring their fidelity")
+            manifest = apply_precision(
+                staging, manifest, options.precision, Path(scratch), seed=options.seed
+            )
         manifest = write_manifest(staging, manifest)
     return manifest, results

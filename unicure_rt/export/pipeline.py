@@ -101,6 +101,7 @@ def export_checkpoint(
     n_heads: int | None = None,
     atol: float = 1e-4,
     force: bool = False,
+    precision: str = "fp32",
     validation_profiles: np.ndarray | None = None,
     progress: Callable[[str], None] = lambda step: None,
 ) -> tuple[dict, list[ParityResult]]:
@@ -130,4 +131,5 @@ def export_checkpoint(
         )
     options.atol, options.force, options.validation_profiles = atol, force, validation_profiles
     options.provenance["source_layout"] = layout
+    options.precision = precision
     return export_bundle(model, vocabulary, out, options, progress=progress)

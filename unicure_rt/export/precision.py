@@ -10,8 +10,9 @@ fp32 ONNX files and replaces them in the bundle (a bundle holds one precision; i
 - `int8`: `onnxruntime.quantization.quantize_dynamic` on the MatMul/Gemm weights (Gemm is
   rewritten as MatMul + Add by the dynamic quantizer), with the settings in `INT8_SETTINGS`.
   The default QInt8 weights with the full 8-bit range saturate the u8 x s8 kernels of AVX2
-  CPUs without VNNI (measured there: drug-rank Spearman 0.96); 7-bit weights
-  (`reduce_range=True`) avoid the saturation on every CPU.
+  CPUs without VNNI (measured there: drug-rank Spearman 0.96); `reduce_range=True` (7-bit
+  weights) or QUInt8 weights avoid that. The default is QUInt8, per-channel, full range: of the
+  settings that are safe on every CPU it is the closest to fp32 (see `INT8_SETTINGS`).
 
 Every variant records its fidelity against fp32 under the manifest key `fidelity`, measured on
 a scoring task like real use (`measure_fidelity`): a few cell embeddings from random sentences x
@@ -65,9 +66,13 @@ FP16_BLOCKED_OPS = (
     "Pow",
     "Sqrt",
 )
+# uint8 weights: the u8 x u8 kernels do not saturate on AVX2 without VNNI (the u8 x s8 ones do
+# with full-range QInt8 weights), and keep all 8 bits, unlike reduce_range=True (7-bit weights,
+# measurably worse on the test model: top-20 overlap 17/20). Per-channel (per output column)
+# scales.
 INT8_SETTINGS = {
-    "weight_type": "QInt8",
-    "reduce_range": True,
+    "weight_type": "QUInt8",
+    "reduce_range": False,
     "per_channel": True,
     "op_types": ["MatMul", "Gemm"],
 }
@@ -94,6 +99,11 @@ def graph_files(directory: Path, relpath: str) -> list[str]:
                 if rel not in found:
                     found.append(rel)
     return found
+
+
+def _graph_bytes(directory: Path, relpath: str) -> int:
+    """Size of a graph with its external data."""
+    return sum((Path(directory) / rel).stat().st_size for rel in graph_files(directory, relpath))
 
 
 def _uses_external_data(path: Path) -> bool:
@@ -291,6 +301,13 @@ def measure_fidelity(
         top_variant = set(np.flatnonzero(ascending_ranks(scores["variant"]) <= TOP_K).tolist())
         overlap.append(len(top_fp32 & top_variant))
     cell_diff = np.abs(embeddings["variant"].astype(np.float64) - embeddings["fp32"])
+    sizes = {
+        name: {
+            "fp32": _graph_bytes(fp32_dir, manifest["graphs"][name]["path"]),
+            "variant": _graph_bytes(variant_dir, manifest["graphs"][name]["path"]),
+        }
+        for name in GRAPHS
+    }
     return {
         "reference": "fp32",
         "max_abs_expression": max_abs_expression,
@@ -305,6 +322,7 @@ def measure_fidelity(
         "provider": PROVIDER,
         "floors": {"spearman_min": SPEARMAN_FLOOR, "top20_overlap_min": TOP_K_FLOOR},
         "settings": settings or {},
+        "graph_bytes": sizes,
     }
 
 
