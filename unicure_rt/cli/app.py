@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unicure_rt.cli import drugs, embed, export, info, predict, score
+from unicure_rt.cli import drugs, embed, export, info, predict, score, stratify
 
 app = typer.Typer(
     name="unicure-rt",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.command("score")(score.score)
 app.command("embed")(embed.embed)
 app.command("predict")(predict.predict)
+app.command("stratify")(stratify.stratify_command)
 app.command("info")(info.info)
 app.command("export")(export.export)
 app.add_typer(drugs.app, name="drugs")
