@@ -259,3 +259,19 @@ def test_import_does_not_load_torch():
     code = "import sys, unicure_rt.cli.app, unicure_rt.score; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_report_is_self_contained(tiny_bundle, tcga, tmp_path):
+    result = score_tcga(tiny_bundle, tcga, tmp_path / "out", "--report", "--top", "4", "-q")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    for name in ("report.html", "top_drugs.png", "dose_curves.png", "rank_heatmap.png"):
+        assert (out / name).stat().st_size > 1000
+    page = (out / "report.html").read_text()
+    assert "TCGA-A2-A0CV-01A-31R-A115-07" in page and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "978 of 978" in page
+    no_out = invoke(
+        "score", tcga, "--bundle", tiny_bundle, "--normal-where", "sample~-11A", "--report"
+    )
+    assert no_out.exit_code == 2 and "--out" in no_out.output

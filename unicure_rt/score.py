@@ -58,32 +58,103 @@ def dose_label(dose: float) -> str:
 
 
 class FlexPertRunner:
-    """Predicts expression for one cell embedding against a whole library at one dose."""
+    """Predicts expression for cell embeddings against a whole library, streaming the library.
+
+    Memory stays flat in the library size: each batch of `options.drug_batch` drugs is predicted
+    at every dose, reduced to reversal scores and dropped, so a pass holds one batch of
+    predictions (plus the scores, 8 bytes per drug, cell and dose) and reads the library once.
+    Only the predictions of the best `keep_top` drugs are kept. Batches are the same
+    `library.iter_batches(drug_batch)` slices as a whole-library `predict`, so the graph sees the
+    same inputs and gives the same outputs.
+    """
 
     def __init__(self, session, library: DrugLibrary, options: ScoreOptions) -> None:
         self.session, self.library, self.options = session, library, options
+        self._cells: dict[tuple[int, int], np.ndarray] = {}
+
+    def _repeated(self, index: int, cell: np.ndarray, rows: int) -> np.ndarray:
+        """`cell` repeated `rows` times (cached: every full batch reuses the same array)."""
+        key = (index, rows)
+        if key not in self._cells:
+            self._cells[key] = np.repeat(cell[None, :], rows, axis=0)
+        return self._cells[key]
+
+    def _run(self, cells: np.ndarray, drugs: np.ndarray) -> np.ndarray:
+        return self.session.run(["expression"], {"cell_embedding": cells, "drug": drugs})[0]
 
     def predict(self, cell: np.ndarray, dose: float) -> np.ndarray:
-        """`float32[n_drugs, n_genes]` predicted expression of `cell` under every drug."""
-        parts = []
-        for _start, embeddings in self.library.iter_batches(self.options.drug_batch):
-            drugs = drug_vectors(embeddings, dose)
-            cells = np.repeat(cell[None, :], len(drugs), axis=0)
-            parts.append(
-                self.session.run(["expression"], {"cell_embedding": cells, "drug": drugs})[0]
-            )
+        """`float32[n_drugs, n_genes]` predicted expression of `cell` under every drug.
+
+        Materialises the whole library's predictions (n_drugs x n_genes x 4 bytes): for small
+        libraries and tests; scoring uses the streaming `scores`.
+        """
+        self._cells.clear()
+        parts = [
+            self._run(self._repeated(0, cell, len(emb)), drug_vectors(emb, dose))
+            for _start, emb in self.library.iter_batches(self.options.drug_batch)
+        ]
         return np.concatenate(parts)
 
     def scores(
         self,
-        cell: np.ndarray,
-        dose: float,
+        cells: np.ndarray,
         genes: np.ndarray,
         tumour: np.ndarray,
         signature: np.ndarray,
-    ):
-        predicted = self.predict(cell, dose)
-        return reversal_scores(predicted[:, genes], tumour, signature), predicted
+        *,
+        keep_top: int = 0,
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Reversal scores `float64[n_cells, n_doses, n_drugs]` of `cells[n_cells, dim]` at every
+        dose of `options.doses`, in one pass over the library.
+
+        With `keep_top`, also the predictions `{row: float32[n_doses, n_genes]}` of the
+        `keep_top` drugs with the lowest mean score over the doses for `cells[0]` (ties keep
+        library order, NaN last: the order of `ascending_ranks`).
+        """
+        doses = self.options.doses
+        scores = np.empty((len(cells), len(doses), len(self.library)), dtype=np.float64)
+        kept: dict[int, tuple[float, np.ndarray]] = {}
+        self._cells.clear()
+        for start, emb in self.library.iter_batches(self.options.drug_batch):
+            stop = start + len(emb)
+            first = []
+            for j, dose in enumerate(doses):
+                drugs = drug_vectors(emb, dose)
+                for i, cell in enumerate(cells):
+                    predicted = self._run(self._repeated(i, cell, len(emb)), drugs)
+                    scores[i, j, start:stop] = reversal_scores(
+                        predicted[:, genes], tumour, signature
+                    )
+                    if i == 0 and keep_top:
+                        first.append(predicted)
+            if keep_top:
+                mean = np.mean([scores[0, j, start:stop] for j in range(len(doses))], axis=0)
+                key = np.where(np.isnan(mean), np.inf, mean)
+                for row in np.argsort(key, kind="stable")[:keep_top]:
+                    kept[start + int(row)] = (
+                        float(key[row]),
+                        np.stack([p[row] for p in first]),
+                    )
+                if len(kept) > keep_top:
+                    best = sorted(kept, key=lambda r: (kept[r][0], r))[:keep_top]
+                    kept = {r: kept[r] for r in best}
+        return scores, {row: value for row, (_key, value) in kept.items()}
+
+    def predictions_of(self, cell: np.ndarray, rows: list[int]) -> dict[int, np.ndarray]:
+        """`{row: float32[n_doses, n_genes]}` for the given library rows, predicted in the same
+        batches as `scores` (so with the same values)."""
+        wanted = set(rows)
+        found: dict[int, np.ndarray] = {}
+        self._cells.clear()
+        for start, emb in self.library.iter_batches(self.options.drug_batch):
+            inside = [r for r in wanted if start <= r < start + len(emb)]
+            if not inside:
+                continue
+            cells = self._repeated(0, cell, len(emb))
+            per_dose = [self._run(cells, drug_vectors(emb, d)) for d in self.options.doses]
+            for r in inside:
+                found[r] = np.stack([p[r - start] for p in per_dose])
+        return found
 
 
 def _profile_ranking(
@@ -94,11 +165,15 @@ def _profile_ranking(
     tumour: np.ndarray,
     normal: np.ndarray,
     options: ScoreOptions,
-) -> tuple[pd.DataFrame, dict[float, np.ndarray]]:
+) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """One profile's ranking table and the predictions of its `options.prediction_top` drugs
+    (`{row: float32[n_doses, n_genes]}`)."""
     signature = tumour - normal
-    per_dose, predicted = {}, {}
-    for dose in options.doses:
-        per_dose[dose], predicted[dose] = runner.scores(embeddings, dose, genes, tumour, signature)
+    cells = embeddings[None, :]
+    if len(draw_embeddings) > 1:
+        cells = np.concatenate([cells, draw_embeddings])
+    scores, kept = runner.scores(cells, genes, tumour, signature, keep_top=options.prediction_top)
+    per_dose = {d: scores[0, j] for j, d in enumerate(options.doses)}
     mean = np.mean([per_dose[d] for d in options.doses], axis=0)
     table = {"rank": ascending_ranks(mean), "score": mean}
     table.update({dose_label(d): per_dose[d] for d in options.doses})
@@ -107,15 +182,20 @@ def _profile_ranking(
     table["best_dose_uM"] = doses[np.argmin(np.where(np.isnan(stacked), np.inf, stacked), axis=1)]
     if len(draw_embeddings) > 1:
         draw_means = [
-            np.mean(
-                [runner.scores(e, d, genes, tumour, signature)[0] for d in options.doses], axis=0
-            )
-            for e in draw_embeddings
+            np.mean([scores[k, j] for j in range(len(options.doses))], axis=0)
+            for k in range(1, len(cells))
         ]
         table["score_sd_across_draws"] = np.std(draw_means, axis=0, ddof=1)
     else:
         table["score_sd_across_draws"] = np.full(len(mean), np.nan)
-    return pd.DataFrame(table), predicted
+    frame = pd.DataFrame(table)
+    if options.prediction_top:
+        top = frame.nsmallest(options.prediction_top, "rank").index.to_numpy()
+        missing = [int(r) for r in top if int(r) not in kept]
+        if missing:  # only if float rounding ordered the batch and the global ranking apart
+            kept.update(runner.predictions_of(embeddings, missing))
+        kept = {int(r): kept[int(r)] for r in top}
+    return frame, kept
 
 
 def score_patient(
@@ -235,8 +315,11 @@ def score_patient(
 def _top_predictions(profile, table, predicted, genes, library, options) -> pd.DataFrame:
     top = table.nsmallest(options.prediction_top, "rank").index.to_numpy()
     frames = []
-    for dose in options.doses:
-        frame = pd.DataFrame(predicted[dose][top], columns=genes)
+    for j, dose in enumerate(options.doses):
+        frame = pd.DataFrame(
+            np.stack([predicted[int(i)][j] for i in top]).reshape(len(top), len(genes)),
+            columns=genes,
+        )
         frame.insert(0, "profile", str(profile))
         frame.insert(1, "drug_id", [library.ids[i] for i in top])
         frame.insert(2, "dose_uM", dose)
@@ -268,9 +351,16 @@ def resolve_library(bundle: Bundle, drugs: Path | None) -> DrugLibrary:
 
 
 def write_score_outputs(
-    result: ScoreResult, out: Path, *, force: bool, input_files: list[Path], started: float
+    result: ScoreResult,
+    out: Path,
+    *,
+    force: bool,
+    input_files: list[Path],
+    started: float,
+    report_top: int | None = None,
 ) -> Path:
-    """Write ranking.csv/.parquet, predictions.parquet (if any) and run.json atomically."""
+    """Write ranking.csv/.parquet, predictions.parquet (if any), run.json and, with
+    `report_top`, report.html and its figures; all appear at once or not at all."""
     with staged_output_dir(out, force=force) as staging:
         t0 = time.perf_counter()
         result.ranking.to_parquet(staging / "ranking.parquet", index=False)
@@ -279,6 +369,12 @@ def write_score_outputs(
             result.predictions.to_parquet(staging / "predictions.parquet", index=False)
         run = dict(result.run)
         run["inputs"] = [{"path": str(p), "sha256": sha256_file(p)} for p in input_files]
+        if report_top:
+            from unicure_rt.report import write_report
+
+            write_report(
+                ScoreResult(result.ranking, result.predictions, run), staging, top=report_top
+            )
         run["timings_s"] = {
             **run["timings_s"],
             "writing_s": time.perf_counter() - t0,

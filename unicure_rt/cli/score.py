@@ -35,6 +35,7 @@ from unicure_rt.cli.options import (
     ThreadsOpt,
 )
 from unicure_rt.drugs import REFERENCE_DOSES_UM
+from unicure_rt.errors import UserError
 from unicure_rt.inputs import load_patient
 from unicure_rt.outputs import refuse_existing
 from unicure_rt.runtime import RuntimeOptions
@@ -74,6 +75,10 @@ def score(
         bool,
         typer.Option("--predictions", help="Also write predicted expression of the --top drugs."),
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Also write report.html (self-contained) and PNG figures."),
+    ] = False,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     as_json: Annotated[
@@ -83,6 +88,8 @@ def score(
     """Rank the drugs of a library by how strongly each is predicted to reverse the tumour
     signature (tumour - normal) of every sample in INPUT."""
     started = time.perf_counter()
+    if report and out is None:
+        raise UserError("--report writes report.html into the output folder: give --out DIR too.")
     if out is not None:
         refuse_existing(out, force)
     options = ScoreOptions(
@@ -117,7 +124,14 @@ def score(
         )
     if out is not None:
         inputs = [input] + ([normal] if normal else [])
-        write_score_outputs(result, out, force=force, input_files=inputs, started=started)
+        write_score_outputs(
+            result,
+            out,
+            force=force,
+            input_files=inputs,
+            started=started,
+            report_top=top if report else None,
+        )
     if as_json:
         print(json.dumps(top_drugs_json(result, top), indent=1))
     elif not quiet:
