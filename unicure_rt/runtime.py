@@ -138,6 +138,12 @@ def create_session(model_path: Path, options: RuntimeOptions) -> tuple[ort.Infer
     that could not run. An explicitly requested GPU device that cannot run is an error.
     """
     candidates = ["tensorrt", "cuda", "cpu"] if options.device == "auto" else [options.device]
+    if options.fp16 and options.device in ("cuda", "cpu"):
+        raise UserError(
+            f"--fp16 applies to --device tensorrt (or auto) only; --device {options.device} runs "
+            "the graphs in the precision they were exported in. For half precision there, export "
+            "the bundle with --precision fp16."
+        )
     for device in candidates:
         if device != "cpu":
             reason = _library_loads(device)

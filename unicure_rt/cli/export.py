@@ -99,10 +99,13 @@ def export(
     console.print(table)
     fidelity = manifest.get("fidelity")
     if fidelity:
+        graph_bytes = fidelity["graph_bytes"].values()
+        sizes = [sum(g[key] for g in graph_bytes) / 1e6 for key in ("variant", "fp32")]
         console.print(
-            f"{manifest['precision']} vs fp32 ({fidelity['n_profiles']} profiles x "
-            f"{fidelity['n_drugs']} drugs): Spearman min {fidelity['spearman_min']:.4f} "
-            f"(mean {fidelity['spearman_mean']:.4f}), top-20 overlap min "
+            f"{manifest['precision']} graphs ({sizes[0]:.1f} MB; fp32 {sizes[1]:.1f} MB) vs the "
+            f"fp32 graphs above, {fidelity['n_profiles']} profiles x {fidelity['n_drugs']} "
+            f"drugs: Spearman min {fidelity['spearman_min']:.4f} (mean "
+            f"{fidelity['spearman_mean']:.4f}), top-20 overlap min "
             f"{fidelity['top20_overlap_min']}/20, max abs error: expression "
             f"{fidelity['max_abs_expression']:.2e}, cell embedding "
             f"{fidelity['max_abs_cell_embedding']:.2e}."

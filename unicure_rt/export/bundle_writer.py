@@ -15,8 +15,8 @@ import torch
 
 import unicure_rt
 from unicure_rt.bundle import write_manifest
-from unicure_rt.errors import UserError
 from unicure_rt.drugs import REFERENCE_DOSES_UM, drug_vectors
+from unicure_rt.errors import UserError
 from unicure_rt.export.config import GraphConfig, backbone_graph_config, flexpert_graph_config
 from unicure_rt.export.graphs import BackboneGraph, FlexPertGraph
 from unicure_rt.export.onnx_export import export_graph
