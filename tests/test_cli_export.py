@@ -1,6 +1,7 @@
 """`unicure-rt export` from both checkpoint layouts to verified bundles, through the CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,9 +82,12 @@ def test_native_checkpoint_with_lora_exports(tmp_path):
     model = add_lora(UniCure(tiny_config(len(vocabulary["tokens"]))))
     save_native(model, tmp_path / "ckpt", vocabulary=vocabulary, genes=genes)
     out = tmp_path / "bundle"
-    result = invoke("export", tmp_path / "ckpt", "--out", out)
+    examples = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
+    result = invoke("export", tmp_path / "ckpt", "--out", out, "--validation-data", examples)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
+    cases = {(row["graph"], row["case"]) for row in manifest["parity"]}
+    assert ("backbone", "real_profiles") in cases
     assert manifest["genes"] == genes
     assert manifest["provenance"]["source_layout"] == "native"
     again = invoke("export", tmp_path / "ckpt", "--out", out)

@@ -64,6 +64,13 @@ def export(
     atol: Annotated[
         float, typer.Option("--atol", help="Parity-gate tolerance (max abs error).")
     ] = 1e-4,
+    validation_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--validation-data",
+            help="A patient file (.h5ad or table) whose real profiles join the parity check.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Export a UniCure checkpoint to a bundle: LoRA merged, two ONNX graphs, parity-checked."""
@@ -86,6 +93,7 @@ def export(
             n_heads=n_heads,
             atol=atol,
             force=force,
+            validation_data=validation_data,
             precision=precision.value,
             progress=lambda step: status.update(step),
         )

@@ -10,7 +10,7 @@ import numpy as np
 
 from unicure_rt.bundle import sha256_file
 from unicure_rt.errors import UserError
-from unicure_rt.export.bundle_writer import ExportOptions, export_bundle
+from unicure_rt.export.bundle_writer import ExportOptions, export_bundle, tokenizer_spec
 from unicure_rt.export.validate import ParityResult
 from unicure_rt.models.unicure import CONFIG, GENES, WEIGHTS, UniCure, load_native
 
@@ -90,6 +90,16 @@ def load_reference_checkpoint(
     return model, vocabulary
 
 
+def real_validation_profiles(path: Path, model: UniCure, vocabulary: dict) -> np.ndarray:
+    """Profiles of a patient file laid out over the model's vocabulary, for the parity gate."""
+    from unicure_rt.embed import vocabulary_profiles
+    from unicure_rt.inputs import load_profiles
+    from unicure_rt.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_spec(tokenizer_spec(model, vocabulary))
+    return vocabulary_profiles(tokenizer, load_profiles(path, min_cells=1).tumour)
+
+
 def export_checkpoint(
     checkpoint: Path,
     out: Path,
@@ -102,7 +112,7 @@ def export_checkpoint(
     atol: float = 1e-4,
     force: bool = False,
     precision: str = "fp32",
-    validation_profiles: np.ndarray | None = None,
+    validation_data: Path | None = None,
     progress: Callable[[str], None] = lambda step: None,
 ) -> tuple[dict, list[ParityResult]]:
     """Checkpoint (published `.pth` or native directory) -> verified bundle at `out`."""
@@ -129,7 +139,9 @@ def export_checkpoint(
             f"The checkpoint predicts {model.config.n_genes} genes but the gene list has "
             f"{len(options.genes)}. Pass the model's output genes with --genes."
         )
-    options.atol, options.force, options.validation_profiles = atol, force, validation_profiles
+    options.atol, options.force = atol, force
+    if validation_data is not None:
+        options.validation_profiles = real_validation_profiles(validation_data, model, vocabulary)
     options.provenance["source_layout"] = layout
     options.precision = precision
     return export_bundle(model, vocabulary, out, options, progress=progress)
