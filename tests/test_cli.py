@@ -238,16 +238,25 @@ def test_info_json(tiny_bundle):
     assert invoke("info", tiny_bundle).exit_code == 0
 
 
+BLOCK_TORCH = (
+    "import sys, importlib.abc\n"
+    "class NoTorch(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r} (blocked by the test)')\n"
+    "sys.meta_path.insert(0, NoTorch())\n"
+)
+
+
 def test_score_runs_without_torch(tiny_bundle, tcga, tmp_path):
-    """The clinic side must not need torch: block it and run a whole score."""
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
+    """The clinic side must not need torch: make it unimportable and run a whole score."""
+    code = BLOCK_TORCH + (
         "from typer.testing import CliRunner\n"
         "from unicure_rt.cli.app import app\n"
         f"r = CliRunner().invoke(app, ['score', {str(tcga)!r}, '--bundle', {str(tiny_bundle)!r},"
         f" '--normal-where', 'sample~-11A', '--out', {str(tmp_path / 'o')!r}, '-q'])\n"
         "assert r.exit_code == 0, r.output\n"
-        "assert sys.modules['torch'] is None\n"
+        "assert 'torch' not in sys.modules\n"
         "print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -179,6 +179,7 @@ def _open_h5ad(path: Path, layer: str | None, gene_key: str | None) -> Iterator[
         ) from err
     try:
         values, var, source = _h5ad_source(adata, layer, path)
+        _check_matrix(values, source, path, structure=not backed)
         features = _gene_labels(var, gene_key, path)
         symbols, report = resolve_gene_ids(features)
         obs = adata.obs.copy()
@@ -200,12 +201,29 @@ def _read_frame(path: Path, kind: str) -> pd.DataFrame:
             if unlabelled and not pd.api.types.is_numeric_dtype(frame.iloc[:, 0]):
                 frame = frame.set_index(frame.columns[0])
             return frame
-        return pd.read_csv(path, sep="," if kind == "csv" else "\t", index_col=0)
+        return _read_delimited(path, "," if kind == "csv" else "\t")
     except Exception as err:
         raise UserError(
             f"{path} could not be read as a {kind.upper()} table ({type(err).__name__}: {err}). "
             "It may be truncated or in another format; check the file and its extension."
         ) from err
+
+
+def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
+    """A CSV/TSV table with its first column as index, its labels kept exactly as written.
+
+    pandas renames repeated header labels (`S1`, `S1.1`) and reads an index of digits as
+    numbers (`007` -> 7); both would silently change sample or gene ids, so the index is read as
+    text and the header is taken verbatim from the first line.
+    """
+    frame = pd.read_csv(path, sep=sep, index_col=0, dtype={0: str})
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+    labels = header.iloc[0].tolist() if len(header) else []
+    if len(labels) == len(frame.columns) + 1:
+        frame.columns = labels[1:]
+    elif len(labels) == len(frame.columns):  # R's write.csv: no label above the row names
+        frame.columns = labels
+    return frame
 
 
 def _numeric_frame(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -310,8 +328,39 @@ def _check_shape(data: _Input) -> None:
 # --- values --------------------------------------------------------------------------------------
 
 
+def _check_matrix(values: Any, source: str, path: Path, *, structure: bool) -> None:
+    """Refuse a matrix of non-numbers (text, bool, complex) or, with `structure`, a sparse
+    matrix whose index arrays are inconsistent (a damaged file: scipy would read out of bounds).
+    """
+    dtype = np.dtype(getattr(values, "dtype", np.float64))
+    if dtype.kind not in "iuf":
+        raise UserError(
+            f"{path} ({source}) holds {dtype} values, not numbers. The expression matrix must "
+            "hold counts or (log-)expression as integers or floats; convert it (e.g. "
+            "`adata.X = adata.X.astype('float32')`) or pass another matrix with --layer."
+        )
+    if structure and sparse.issparse(values):
+        _check_sparse(values, path)
+
+
+def _check_sparse(matrix: Any, path: Path) -> None:
+    """Validate the index arrays of a sparse matrix read from `path` (O(nnz))."""
+    try:
+        matrix.check_format(full_check=True)
+    except Exception as err:
+        raise UserError(
+            f"The sparse expression matrix of {path} is damaged ({type(err).__name__}: {err}). "
+            "The file may be corrupted or truncated; copy it again or re-export it with "
+            "`adata.write_h5ad(...)`."
+        ) from err
+
+
 def _row_blocks(values: Any, path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (first row, block of rows) of an in-memory or backed matrix, as float64."""
+    """Yield (first row, block of rows) of an in-memory or backed matrix, as float64.
+
+    Blocks read from a backed sparse matrix are validated before use (in-memory sparse matrices
+    are validated when the file is opened).
+    """
     rows = max(1, BLOCK_VALUES // max(values.shape[1], 1))
     for start in range(0, values.shape[0], rows):
         try:
@@ -321,6 +370,8 @@ def _row_blocks(values: Any, path: Path) -> Iterator[tuple[int, Any]]:
                 f"Reading the expression values of {path} failed ({type(err).__name__}: {err}). "
                 "The file may be truncated; copy it again or re-export it."
             ) from err
+        if sparse.issparse(block) and not sparse.issparse(values):
+            _check_sparse(block, path)
         yield start, block.astype(np.float64)
 
 
@@ -520,7 +571,17 @@ def _sample_ids(data: _Input, sample_key: str | None) -> tuple[pd.Series, str]:
     if sample_key is None:
         return pd.Series([data.path.stem] * len(data.obs)), "file name"
     if sample_key == OBS_NAMES:
-        return pd.Series(list(data.obs.index)), sample_key
+        names = pd.Index(data.obs.index)
+        repeated = list(names[names.duplicated()].unique())
+        if repeated:
+            raise UserError(
+                f"Each observation of {data.path} is to be its own sample (--sample-key "
+                f"obs_names, or `embed --out` an .h5ad), but {len(repeated)} observation names "
+                f"repeat ({_examples(repeated)}), so different observations would be pooled "
+                "under one id. Make them unique (`adata.obs_names_make_unique()`) or name an obs "
+                "column with --sample-key."
+            )
+        return pd.Series(list(names)), sample_key
     if sample_key.startswith(OBS_NAMES + ":"):
         return _from_obs_names(data.obs, sample_key[len(OBS_NAMES) + 1 :], data.path), sample_key
     return _obs_column(data.obs, sample_key, "--sample-key", data.path), sample_key
@@ -576,6 +637,19 @@ def _profile_keys(samples: pd.Series, groups: pd.Series | None, mask: np.ndarray
     """Sample, group and profile id of the observations in `mask` (index = positions)."""
     keys = pd.DataFrame({"sample": samples, "group": groups})[mask]
     keys["profile"] = keys["sample"] if groups is None else keys["sample"] + "/" + keys["group"]
+    if groups is not None:
+        pairs = keys.drop_duplicates(["sample", "group"])
+        clashes = sorted(pairs.loc[pairs["profile"].duplicated(), "profile"].unique())
+        if clashes:
+            shown = pairs[pairs["profile"].isin(clashes[:N_EXAMPLES])]
+            which = "; ".join(
+                f"sample '{row.sample}' group '{row.group}'" for row in shown.itertuples()
+            )
+            raise UserError(
+                f"The profile ids {_examples(clashes)} (sample/group) each name more than one "
+                f"sample and group ({which}): their cells would be pooled together. Sample ids "
+                "and group labels contain '/'; rename them so that sample/group is unique."
+            )
     return keys
 
 
@@ -806,6 +880,15 @@ def _assemble(tumour, reference, input_qc, profiles_qc, normal_qc) -> PatientPro
             "gene labels and species."
         )
     matched, sources = _match_normals(tumour, reference)
+    signature = tumour.log2[genes].to_numpy() - matched[genes].to_numpy()
+    flat = [tumour.log2.index[i] for i in np.flatnonzero(np.ptp(signature, axis=1) == 0)]
+    if flat and len(genes) > 1:  # one gene: always flat, refused for coverage by the caller
+        raise UserError(
+            f"The tumour profiles {_examples(flat)} are identical to their normal reference "
+            "(tumour - normal is the same on every gene), so there is no disease signature to "
+            "reverse and every score would be undefined. Check --normal / --normal-where: a "
+            "sample cannot be its own reference."
+        )
     obs = tumour.meta.assign(normal_source=sources).rename_axis(None)
     n_matched = sum(source.startswith("matched") for source in sources)
     normal_qc = {

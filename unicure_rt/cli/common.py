@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -18,22 +21,53 @@ error_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM (a job scheduler's time limit, `kill`) raised as an exception, so that staged
+    outputs are removed on the way out exactly as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises `Terminated` (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def report_errors(command: F) -> F:
-    """Run `command`; a `UserError` becomes a red one-paragraph message and exit code 2."""
+    """Run `command`; a `UserError` becomes a red one-paragraph message and exit code 2.
+
+    Ctrl-C (SIGINT) and SIGTERM stop the command with exit code 130 or 143 and a one-line
+    message; output folders and files are staged, so an interrupted run leaves none behind.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with _sigterm_raises():
+                return command(*args, **kwargs)
         except UserError as exc:
             error_console.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
             error_console.print("[red]Interrupted: no output was written.[/red]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Terminated:
+            error_console.print("[red]Terminated: no output was written.[/red]")
+            raise typer.Exit(EXIT_TERMINATED) from None
 
     return wrapper  # type: ignore[return-value]
 

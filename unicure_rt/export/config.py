@@ -32,14 +32,16 @@ class GraphConfig:
     def filename(self) -> str:
         return f"{self.name}.onnx"
 
-    def dynamic_shapes(self, dims: dict) -> dict:
-        """`torch.onnx.export(dynamo=True)` dynamic shapes, one `Dim` per named axis."""
-        return {
-            spec.name: {
-                axis: dims[size] for axis, size in enumerate(spec.shape) if isinstance(size, str)
-            }
+    def dynamic_shapes(self, dims: dict) -> tuple:
+        """`torch.onnx.export(dynamo=True)` dynamic shapes, one `Dim` per named axis.
+
+        Positional (in input order), so the graph's input names need not match the module's
+        argument names.
+        """
+        return tuple(
+            {axis: dims[size] for axis, size in enumerate(spec.shape) if isinstance(size, str)}
             for spec in self.inputs
-        }
+        )
 
     def manifest_entry(self) -> dict:
         return {
