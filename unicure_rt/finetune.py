@@ -314,7 +314,9 @@ def finetune(
         adaptor.eval()
         with torch.no_grad():
             validation = float(loss_of(split["validation"]))
-        history.append({"epoch": epoch, "train_loss": float(loss), "validation_loss": validation})
+        history.append(
+            {"epoch": epoch, "train_loss": float(loss.detach()), "validation_loss": validation}
+        )
         progress(epoch, options.epochs, validation)
         if validation < best - 1e-6:
             best, best_state, waited = validation, copy.deepcopy(adaptor.state_dict()), 0
