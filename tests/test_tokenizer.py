@@ -105,3 +105,10 @@ def test_align_uses_aliases_and_refuses_no_overlap():
     assert cols.tolist() == [1, 2] and vocab.tolist() == [0, 2]
     with pytest.raises(UserError, match="vocabulary"):
         tok.align(["Z", "Y"])
+
+
+def test_unlogged_weighting_uses_linear_scale_expression():
+    tok = make(weighting="unlogged")
+    values = np.array([1.0, 2.0, 3.0, 0.0, 0.0, 0.0])
+    expected = 2.0**values - 1.0
+    np.testing.assert_allclose(tok.weights(values), expected / expected.sum())

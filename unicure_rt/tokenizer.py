@@ -80,11 +80,16 @@ class Tokenizer:
         """Sampling probabilities for one profile on the log2 expression scale.
 
         `linear`: proportional to the value as given (the reference's rule for bulk and L1000
-        log2 data); `log1p`: proportional to log1p(counts), counts recovered as 2**x - 1.
+        log2 data); `log1p`: proportional to log1p(counts), counts recovered as 2**x - 1 (the
+        reference's single-cell rule); `unlogged`: proportional to 2**x - 1, the expression on
+        its linear scale (our bundled model: linear weights on log2 values are so flat that a
+        sentence says almost nothing about the profile).
         """
         x = np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
         if self.weighting == "log1p":
             x = np.log1p(np.expm1(x * np.log(2.0)))
+        elif self.weighting == "unlogged":
+            x = np.expm1(x * np.log(2.0))
         total = x.sum()
         if not np.isfinite(total) or total <= 0:
             raise UserError(

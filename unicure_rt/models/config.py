@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 Padding = Literal["reference", "masked"]
-Weighting = Literal["linear", "log1p"]
+Weighting = Literal["linear", "log1p", "unlogged"]
 
 PUBLISHED_LORA_LAYERS = (28, 29, 30, 31, 32)
 

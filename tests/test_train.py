@@ -1,0 +1,150 @@
+"""Training code of the bundled demo model: losses, data loading and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("onnxruntime")
+
+from unicure_rt.train.losses import mmd, stage2_loss  # noqa: E402
+
+
+def _shared_data() -> Path | None:
+    env = os.environ.get("UNICURE_SHARED_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return path if (path / "l1000" / "cmap_plate_LJP005_A375_24H.parquet").is_file() else None
+
+
+DATA = _shared_data()
+needs_data = pytest.mark.skipif(
+    DATA is None,
+    reason="shared public data not found (set UNICURE_SHARED_DATA or place it at ../shared/data)",
+)
+
+
+# ------------------------------------------------------------------------------------ losses
+
+
+def test_mmd_of_identical_sets_is_zero():
+    x = torch.randn(12, 978, generator=torch.Generator().manual_seed(0))
+    assert abs(float(mmd(x, x.clone()))) < 1e-5
+
+
+def test_mmd_grows_with_distance():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 50, generator=g)
+    y = torch.randn(8, 50, generator=g)
+    assert float(mmd(x, y + 5.0)) > float(mmd(x, y)) > -1e-6
+
+
+def test_stage2_mse_term_has_gradient():
+    g = torch.Generator().manual_seed(2)
+    pred = torch.randn(4, 978, generator=g, requires_grad=True)
+    real = torch.randn(2, 978, generator=g)
+    ctrl = torch.randn(978, generator=g)
+    mse_only, _ = stage2_loss(pred, real, ctrl, w_mse=1.0, w_cos=0.0, w_mmd=0.0)
+    mse_only.backward()
+    assert pred.grad is not None and float(pred.grad.abs().sum()) > 0
+    expected = ((pred.mean(0) - real.mean(0)) ** 2).mean()
+    assert torch.allclose(mse_only, expected)
+
+
+def test_stage2_loss_is_zero_for_a_perfect_group():
+    real = torch.randn(3, 20, generator=torch.Generator().manual_seed(3))
+    ctrl = torch.zeros(20)
+    loss, terms = stage2_loss(real.clone(), real, ctrl)
+    assert float(loss) < 1e-5 and terms["mse"] < 1e-10
+
+
+def test_torch_drug_vectors_match_drugs_module():
+    from unicure_rt.drugs import drug_vectors
+    from unicure_rt.train.demo import torch_drug_vectors
+
+    emb = np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32)
+    doses = np.array([0.04, 1.11, 10.0])
+    got = torch_drug_vectors(torch.from_numpy(emb), torch.from_numpy(doses).float(), 528).numpy()
+    np.testing.assert_allclose(got, drug_vectors(emb, doses), rtol=0, atol=1e-6)
+
+
+# -------------------------------------------------------------------------------------- data
+
+
+@needs_data
+def test_plate_loading():
+    from unicure_rt.train import data as D
+
+    genes = D.landmark_genes(DATA)["symbol"].tolist()
+    plate = D.load_plate(DATA, genes)
+    assert (plate["pert_type"] == "trt_cp").sum() == 328
+    assert (plate["pert_type"] == "ctl_vehicle").sum() == 26
+    assert len(D.plate_controls(plate, genes)) == 26
+    smiles = D.plate_smiles(plate, D.lincs_compounds(DATA))
+    kinase = set(plate.loc[plate["pert_type"] == "trt_cp", "pert_id"])
+    assert len(kinase) == 55
+    resolved = {p for p in kinase if smiles[p]}
+    # 47 of the 55 plate drugs have a LINCS SMILES; the 8 others are unnamed BRD ids.
+    assert len(resolved) == 47
+    from unicure_rt.drugs import morgan_count_fingerprints
+
+    _fps, valid = morgan_count_fingerprints([smiles[p] for p in sorted(resolved)])
+    assert valid.all()
+
+
+@needs_data
+def test_treated_groups_and_profiles():
+    from unicure_rt.train import data as D
+
+    genes = D.landmark_genes(DATA)["symbol"].tolist()
+    treated = D.treated_data(DATA, genes)
+    plate = [c for c in treated.conditions if c.source == "plate"]
+    pairs = [c for c in treated.conditions if c.source == "transigen"]
+    assert len(pairs) == 100 and all(c.dose_um == D.TRANSIGEN_DOSE_UM for c in pairs)
+    assert len({(c.drug, c.dose_um) for c in plate}) == len(plate)
+    assert all(c.treated.shape[1] == 978 for c in treated.conditions)
+    assert len(treated.unresolved) == 8
+    profiles = D.unperturbed_profiles(DATA, genes)
+    assert len(profiles) == 164 + 26 + 15 + 100
+    assert np.isfinite(profiles.values).all() and profiles.values.max() < 20  # log2, not counts
+    vocab = D.build_vocabulary(D.landmark_genes(DATA))
+    assert vocab["tokens"][:3] == ["<pad>", "<cls>", "<chrom_close>"]
+    assert sum(t.startswith("gene:") for t in vocab["tokens"]) == 978
+
+
+# ------------------------------------------------------------------------------ smoke run
+
+
+@needs_data
+@pytest.mark.slow
+def test_tiny_training_run_gives_a_loadable_bundle(tmp_path):
+    from unicure_rt.bundle import load_bundle
+    from unicure_rt.drugs import encode_smiles, load_library
+    from unicure_rt.train.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(
+        model={"n_layers": 2, "lora_layers": (1,), "sample_size": 32, "head_hidden": 64},
+        s1a_epochs=1,
+        s1b_epochs=1,
+        s2_epochs=1,
+        embed_draws=1,
+        max_stage1_profiles=16,
+        max_conditions=24,
+        library_limit=20,
+        evaluate=False,
+    )
+    record = run_demo(DATA, tmp_path / "run", tmp_path / "bundle", cfg, log=None)
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.manifest["drug_encoder"]["kind"] == "rdkit-morgan-counts"
+    assert bundle.manifest["library"] == "drugs.parquet"
+    assert (tmp_path / "bundle" / "MODEL_CARD.md").read_text().startswith("# unicure-rt")
+    library = load_library(bundle.library_path, encoder_id=bundle.drug_encoder["id"])
+    assert len(library) == 20
+    emb = encode_smiles([library.metadata["smiles"].iloc[0]], bundle)
+    np.testing.assert_allclose(emb[0], library.embeddings[0], atol=2e-3)  # float16 storage
+    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
+    assert record["bundle"]["total_bytes"] > 0

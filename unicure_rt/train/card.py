@@ -1,0 +1,420 @@
+"""MODEL_CARD.md of the bundled demo model, rendered from the run record (training-run.json)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+METHOD_NAMES = {
+    "model": "**this model**",
+    "no_change": "no change (predict the control)",
+    "mean_response": "mean training response",
+    "nearest_drug": "nearest training drug (Tanimoto), same dose",
+    "same_drug_nearest_dose": "same drug, nearest training dose",
+}
+METRIC_NAMES = (
+    ("pearson", "Pearson"),
+    ("spearman", "Spearman"),
+    ("r2", "R²"),
+    ("delta_pearson_top10", "Δ Pearson top 10%"),
+    ("delta_pearson_all", "Δ Pearson all"),
+)
+
+
+def _f(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+
+
+def _table(metrics: dict) -> list[str]:
+    lines = [
+        "| method | " + " | ".join(name for _k, name in METRIC_NAMES) + " |",
+        "| --- | " + " | ".join("---:" for _ in METRIC_NAMES) + " |",
+    ]
+    for method, row in metrics.items():
+        cells = [_f(row.get(k)) for k, _name in METRIC_NAMES]
+        lines.append(f"| {METHOD_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _verdict(metrics: dict) -> str:
+    """One line per baseline: where the model is ahead and where it is not (difference)."""
+    model = metrics.get("model", {})
+    lines = []
+    for method, row in metrics.items():
+        if method == "model":
+            continue
+        ahead, behind = [], []
+        for key, name in METRIC_NAMES:
+            m, b = model.get(key), row.get(key)
+            if m is None or b is None or not (math.isfinite(m) and math.isfinite(b)):
+                continue
+            (ahead if m > b else behind).append(f"{name} {m - b:+.3f}")
+        label = METHOD_NAMES.get(method, method)
+        parts = []
+        if ahead:
+            parts.append("ahead on " + ", ".join(ahead))
+        if behind:
+            parts.append("behind or tied on " + ", ".join(behind))
+        if parts:
+            lines.append(f"- vs {label}: " + "; ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+def _stage1_limit(s1: dict) -> str:
+    r2 = s1.get("stage1_fresh_draw_r2")
+    if r2 is None or r2 > 0.1:
+        return ""
+    return (
+        f"- **The cell embedding carries almost no information about the input profile** "
+        f"(stage-1 reconstruction R² {_f(r2)}). With the published `linear` weighting of log2 "
+        "values (≈3–15), the per-gene sampling probabilities differ little between profiles, so a "
+        "256-gene sentence is mostly sampling noise; a ridge probe on gene counts of one sentence "
+        "reaches R² ≈ 0.06 at best. Predictions therefore depend on the drug and dose and hardly "
+        "on the patient; patient-specific rankings come from the patient's own signature "
+        "(pred − u vs u − n).\n"
+    )
+
+
+def render(record: dict) -> str:
+    cfg = record.get("model_config", {})
+    demo = record.get("demo_config", {})
+    data = record.get("data", {})
+    s1 = record.get("stage1", {})
+    timing = record.get("timing_seconds", {})
+    evaluation = record.get("evaluation") or {}
+    bundle = record.get("bundle") or {}
+    library = record.get("library") or {}
+    machine = record.get("machine", {})
+    sources = data.get("stage1_sources", {})
+    n_s1 = data.get("stage1_profiles", 0)
+    n_treated = data.get("stage2_treated_profiles", 0)
+    by_source = data.get("stage2_groups_by_source", {})
+    out: list[str] = []
+    add = out.append
+
+    add("# unicure-rt default bundle: demo UniCure-architecture model")
+    add("")
+    add(
+        "**This is NOT the published UniCure model and NOT its weights.** It is a small model with "
+        "the UniCure architecture (UCE-style backbone with LoRA → 1280-d cell embedding → FlexPert "
+        "cross-attention → 978 L1000 landmark genes), trained on this machine from a handful of "
+        f"public L1000 files ({n_s1} unperturbed profiles for stage 1, {n_treated} treated "
+        "profiles "
+        "for stage 2; the published model used 1.8 M profiles). It exists so that `unicure-rt "
+        "score` "
+        "works out of the box, for demonstrations, integration tests and pipeline dry runs. Its "
+        "predictions carry **no clinical or biological meaning beyond what the evaluation below "
+        "shows; do not use it for clinical decisions.**"
+    )
+    add("")
+    add("## Use the published weights instead")
+    add("")
+    add("Convert the published checkpoint into a bundle and pass it with `--bundle`:")
+    add("")
+    add("```")
+    add(
+        "unicure-rt export CHECKPOINT.pth --from reference --species-chrom species_chrom.csv "
+        "--protein-embeddings protein_embeddings.pt --out unicure-published"
+    )
+    add("unicure-rt score patient.h5ad --bundle unicure-published")
+    add("```")
+    add("")
+    add(
+        "The published model encodes drugs with Uni-Mol (precomputed embeddings, imported with "
+        "`unicure-rt drugs import`); this bundle encodes structures itself (below)."
+    )
+    add("")
+
+    add("## Training data")
+    add("")
+    add("| data | used for | rows | source, license |")
+    add("| --- | --- | ---: | --- |")
+    src = data.get("sources", {})
+    add(
+        f"| `cell_line_baselines.parquet` (164 cell lines, `averaged` row dropped) | stage 1 | "
+        f"{sources.get('cell_line_baselines', 0)} | "
+        f"{src.get('l1000/cell_line_baselines.parquet', '')} |"
+    )
+    add(
+        f"| `cmap_plate_LJP005_A375_24H.parquet`, DMSO wells | stage 1; stage-2 control | "
+        f"{sources.get('plate_dmso', 0)} | "
+        f"{src.get('l1000/cmap_plate_LJP005_A375_24H.parquet', '')} |"
+    )
+    add(
+        f"| `cmap_plate_LJP005_A375_24H.parquet`, treated wells (kinase inhibitors and the 4 "
+        f"positive-control compounds, 6 doses) | stage 2 | {by_source.get('plate', 0)} groups | "
+        "same |"
+    )
+    add(
+        f"| `unicure_control_NCIH596.parquet` | stage 1 | {sources.get('ncih596_controls', 0)} | "
+        f"{src.get('l1000/unicure_control_NCIH596.parquet', '')} |"
+    )
+    add(
+        f"| `transigen_pairs.parquet` baseline / treated | stage 1 / stage 2 | "
+        f"{sources.get('transigen_baseline', 0)} / {by_source.get('transigen', 0)} pairs | "
+        f"{src.get('l1000/transigen_pairs.parquet', '')} |"
+    )
+    add(
+        f"| `lincs_compounds.tsv.gz` | SMILES of the plate drugs; the drug library | "
+        f"{library.get('n_drugs', '')} | {src.get('drugs/lincs_compounds.tsv.gz', '')} |"
+    )
+    add("")
+    add(
+        f"All expression is log2 (L1000 Level 3 / TranSiGen), on the 978 landmark genes. The "
+        f"z-score files (`cmap_modz`, `consensi_drugbank`) are not used: they are not expression. "
+        "The TranSiGen pairs give no dose; they are treated as "
+        f"{data.get('transigen_dose_um', 10)} µM. "
+        f"Plate drugs without a LINCS SMILES are left out of stage 2: "
+        f"{', '.join(data.get('plate_drugs_without_smiles', [])) or 'none'}. "
+        f"Stage 2 uses {data.get('stage2_groups', 0)} groups (cell line, drug, dose) of "
+        f"{data.get('stage2_drugs', 0)} distinct structures."
+    )
+    add("")
+
+    add("## Architecture and configuration")
+    add("")
+    add("| part | configuration |")
+    add("| --- | --- |")
+    add(
+        f"| vocabulary | {cfg.get('vocab_size')} tokens: `<pad>`, `<cls>`, `<chrom_close>`, one "
+        "open "
+        "token per chromosome of the landmark genes, one token per landmark gene (GRCh38 loci) |"
+    )
+    add(
+        f"| tokenizer | {cfg.get('sample_size')} genes drawn with replacement, weights "
+        f"`{cfg.get('weighting')}` "
+        "(x / sum x on log2 values, as the reference for L1000), pad length "
+        f"{cfg.get('pad_length')} "
+        f"(= 1 + {cfg.get('sample_size')} + 2 × chromosomes), padding `{cfg.get('padding')}` "
+        "(true masking: "
+        "sentences are trimmed, no +1.0 padding quirk) |"
+    )
+    add(
+        f"| backbone | learned token table {cfg.get('token_dim')}-d (no protein embeddings are "
+        "available "
+        f"here) → Linear/GELU/LayerNorm → d_model {cfg.get('d_model')}, {cfg.get('n_layers')} "
+        "post-norm "
+        f"encoder layers, {cfg.get('n_heads')} heads, d_ff {cfg.get('d_ff')}; CLS head "
+        f"{cfg.get('d_model')}→{cfg.get('head_hidden')}→{cfg.get('cell_dim')}→{cfg.get('cell_dim')}→"
+        f"{cfg.get('cell_dim')}, L2-normalised: **cell embedding {cfg.get('cell_dim')}-d** |"
+    )
+    add(
+        f"| LoRA | peft, rank {cfg.get('lora_rank')}, on the self-attention of layers "
+        f"{cfg.get('lora_layers')} (the last layers, as the published 28–32 of 33); merged into "
+        "the "
+        "weights before export |"
+    )
+    add(
+        "| drug encoder (`drug_encoder.onnx`) | RDKit Morgan count fingerprint, radius 2, 2048 "
+        "bits, "
+        f"log1p → Dropout → Linear(2048→{demo.get('drug_hidden')}) → GELU → "
+        f"Linear({demo.get('drug_hidden')}→{cfg.get('drug_dim')}) |"
+    )
+    add(
+        f"| drug vector | {cfg.get('drug_dim')}-d embedding, then log10(dose µM + 1) repeated to "
+        f"{cfg.get('drug_vector_length')} values (exactly as published) |"
+    )
+    add(
+        f"| FlexPert | windows {cfg.get('window')}/{cfg.get('stride')}, attn_dim "
+        f"{cfg.get('attn_dim')} "
+        f"(published 64), fusion decoder 2 × Linear({cfg.get('attn_dim', 0) * 79}) with ReLU "
+        "between, "
+        f"decoder hidden {cfg.get('decoder_hidden')} (published 2048) → {cfg.get('n_genes')} "
+        "genes |"
+    )
+    add("")
+    add(
+        "Why the smaller FlexPert: with attn_dim 64 the fusion decoder alone holds 2 × 5056² "
+        "weights "
+        "(204 MB); attn_dim 8 keeps `flexpert.onnx` at a few MB, keeps one FlexPert pass cheap "
+        "(scoring runs it for every library drug × 6 doses, ~120,000 times per patient) and is "
+        "ample for ~400 training groups. The I/O contract is the published one: cell embedding "
+        "1280, windows 32/16, drug vector 528, 978 output genes."
+    )
+    add("")
+
+    add("## Training recipe")
+    add("")
+    add(
+        f"Seed {record.get('seed')} (torch, numpy and every sentence draw); "
+        f"`torch.use_deterministic_algorithms(True)`; {machine.get('torch_threads')} CPU threads. "
+        "AdamW, linear warm-up then cosine decay, gradient-norm clip 1.0."
+    )
+    add("")
+    add(
+        f"1. **Stage 1a, backbone pretraining** (no pretrained UCE backbone exists here): all "
+        f"backbone weights plus a reconstruction head (Linear 1280→512, ReLU, Linear 512→978) "
+        f"reconstruct the per-gene standardised unperturbed profile from one cell sentence (MSE); "
+        f"each epoch draws a fresh sentence per profile (augmentation). {demo.get('s1a_epochs')} "
+        f"epochs × {n_s1} profiles, batch {demo.get('s1_batch')}, lr {demo.get('s1a_lr')}; "
+        f"{_f(s1.get('stage1a_seconds'), 0)} s."
+    )
+    add(
+        f"2. **Stage 1b, the published stage 1**: backbone frozen, peft LoRA (rank "
+        f"{cfg.get('lora_rank')}, {s1.get('lora_trainable_parameters', '?')} trainable weights) on "
+        f"layers {cfg.get('lora_layers')} + the reconstruction head, same MSE, "
+        f"{demo.get('s1b_epochs')} epochs, lr {demo.get('s1b_lr')}; "
+        f"{_f(s1.get('stage1b_seconds'), 0)} s. LoRA is merged. Reconstruction R² (standardised "
+        f"genes, fresh sentence draws of the training profiles): "
+        f"**{_f(s1.get('stage1_fresh_draw_r2'))}**."
+    )
+    add(
+        f"3. **Stage 2**: backbone frozen; cell embeddings of every control profile are computed "
+        f"once ({demo.get('embed_draws')} sentence draws each). A fresh FlexPert (output bias "
+        f"initialised to the mean treated profile) and the drug projection are trained on groups "
+        f"sharing (cell line, drug, dose): the group's predictions come from "
+        f"{demo.get('s2_cells_per_group')} sampled control embeddings, the loss is the published "
+        "`1.0 · MSE(mean(pred) − mean(ctrl), mean(real) − mean(ctrl)) + 0.5 · (1 − cos(Δpred, "
+        "Δreal)) "
+        "+ 0.1 · MMD(pred, real)` (multi-kernel RBF MMD: 5 kernels, multiplier 2) **with the MSE "
+        "term contributing gradients** (the reference detaches it). "
+        f"{demo.get('s2_epochs')} epochs, batch {demo.get('s2_batch')} groups, lr "
+        f"{demo.get('s2_lr')}, "
+        f"weight decay {demo.get('s2_weight_decay')}; "
+        f"{_f((record.get('stage2_final') or {}).get('seconds'), 0)} s for the bundled head."
+    )
+    add("")
+    add(
+        f"Measured wall time on {machine.get('torch_threads')} CPU threads: training + evaluation "
+        f"{_f(timing.get('training_and_evaluation'), 0)} s, ONNX export + parity gate + drug "
+        "library "
+        f"{_f(timing.get('export_and_library'), 0)} s, total {_f(timing.get('total'), 0)} s"
+        + (
+            f" (CPU time of the process: {_f(timing.get('total_cpu_this_process'), 0)} s; the "
+            "2-core machine was shared with other jobs during the run, so wall time is inflated). "
+            if timing.get("total_cpu_this_process")
+            else ". "
+        )
+        + "Stage 1 and the sentence-embedding pass dominate; stage 2 is small."
+    )
+    add("")
+    add("Reproduce (from a clean checkout, next to the shared data folder):")
+    add("")
+    add("```")
+    add(
+        "python -m unicure_rt.train demo --data ../shared/data --out runs/demo "
+        "--bundle-out unicure_rt/data/default_bundle --seed 0 --record docs/training-run.json"
+    )
+    add("```")
+    add("")
+
+    add("## Evaluation (held out, numbers from this run)")
+    add("")
+    add(
+        "For each split, stage 2 is trained again on the training groups only (stage 1 sees no "
+        "treated profile). Metrics are computed per held-out condition on the 978 genes and "
+        "averaged: Pearson, Spearman and R² of predicted vs observed treated profile; Δ Pearson = "
+        "Pearson(pred − ctrl, real − ctrl) on the top 10% of genes by |real − ctrl| and on all "
+        "genes. ctrl = mean of the 26 DMSO wells. Every held-out condition is a single L1000 well, "
+        "so the observed deltas include well-to-well noise. Baselines use the same splits; 'no "
+        "change' has no Δ Pearson (its delta is zero)."
+    )
+    add("")
+    titles = {
+        "unseen_drug_dose": "Unseen (drug, dose) conditions on the A375 plate",
+        "unseen_drug": "Unseen drugs (by structure) on the A375 plate",
+    }
+    for name, entry in evaluation.items():
+        add(f"### {titles.get(name, name)}")
+        add("")
+        if name == "unseen_drug_dose":
+            add(
+                f"One random dose of every plate drug is held out ({entry['n_test_conditions']} "
+                f"conditions); training: {entry['n_train_groups']} groups (other doses of the same "
+                "drugs, TranSiGen pairs)."
+            )
+        else:
+            sims = entry.get("held_out_drugs_max_tanimoto_to_train", {})
+            names = entry.get("held_out_drug_names", {})
+            add(
+                f"The {len(sims)} plate kinase inhibitors with the lowest maximum Tanimoto "
+                "similarity (Morgan r2, 2048 bits) to every other drug are held out with all their "
+                f"doses ({entry['n_test_conditions']} conditions; training: "
+                f"{entry['n_train_groups']} groups; the 4 positive-control compounds stay in "
+                "training). Max similarity of each held-out drug to the training drugs: "
+                + ", ".join(f"{names.get(d, d)} ({d}) {_f(s, 2)}" for d, s in sims.items())
+                + "."
+            )
+        add("")
+        out.extend(_table(entry["metrics"]))
+        add("")
+        add(_verdict(entry["metrics"]))
+        add("")
+        dr = entry.get("dose_response")
+        if dr:
+            add(
+                f"**Dose.** Over the {dr['n_drugs']} held-out drugs, the Spearman correlation of "
+                "the "
+                f"predicted effect size ‖pred − ctrl‖ with dose averages "
+                f"**{_f(dr['mean_spearman_predicted'])}** (observed effect size vs dose: "
+                f"{_f(dr['mean_spearman_observed'])})."
+            )
+            add("")
+    if not evaluation:
+        add("(evaluation skipped in this run)")
+        add("")
+
+    add("## Intended use and limits")
+    add("")
+    add(
+        "- Intended: demonstrations, integration tests, CI and pipeline dry runs of `unicure-rt "
+        "score`; a reference for the bundle format (RDKit drug encoder, drug library, manifest).\n"
+        "- Not intended: any clinical, diagnostic or treatment decision; drug discovery claims; "
+        "comparison with published UniCure numbers.\n"
+        "- Stage 2 has seen one plate of one cell line (A375, 24 h) plus 100 TranSiGen pairs of 14 "
+        "compounds: predictions for other cell types are extrapolations from the cell embedding, "
+        "which FlexPert uses only through its attention weights.\n"
+        + _stage1_limit(s1)
+        + "- The backbone was pretrained on ~300 L1000 profiles, not on the 36 M cells of UCE; its "
+        "embeddings of patient RNA-seq (log2 CPM/TPM, a different platform) are out of "
+        "distribution.\n"
+        "- Doses of the TranSiGen pairs are assumed (10 µM); the plate is 24 h only.\n"
+        "- The drug library's `antineoplastic` flag (ATC L01) comes from matching InChIKeys to "
+        "DrugBank; no DrugBank data ships, and compounds without a DrugBank match with ATC codes "
+        "have no flag."
+    )
+    add("")
+
+    add("## Bundle contents")
+    add("")
+    files = bundle.get("files_bytes", {})
+    if files:
+        add("| file | size |")
+        add("| --- | ---: |")
+        for fname, size in files.items():
+            add(f"| `{fname}` | {_mb(size)} |")
+        add(f"| total | {_mb(bundle.get('total_bytes', 0))} |")
+        add("")
+    add(
+        f"`drugs.parquet`: {library.get('n_drugs', '?')} LINCS compounds embedded with this "
+        "bundle's "
+        f"drug encoder, stored as {library.get('embedding_dtype', '?')} "
+        f"(max change vs float32 {_f(library.get('float16_max_abs_change'), 5)}); "
+        f"{library.get('n_invalid_smiles', 0)} SMILES that RDKit could not parse were skipped. "
+        "Source: dhimmel/lincs `pertinfo` (CC0 1.0)."
+    )
+    add("")
+    add(
+        "The full run record (configuration, per-epoch losses, every metric, held-out conditions) "
+        "is `docs/training-run.json` in the repository."
+    )
+    add("")
+    return "\n".join(out)
+
+
+def rewrite_bundle_card(record: dict, bundle) -> None:
+    """Replace a bundle's MODEL_CARD.md from a run record and re-hash the manifest."""
+    from unicure_rt.bundle import MANIFEST, write_manifest
+
+    bundle = Path(bundle)
+    (bundle / "MODEL_CARD.md").write_text(render(record))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest = {k: v for k, v in manifest.items() if k not in ("files", "format_version")}
+    write_manifest(bundle, manifest)

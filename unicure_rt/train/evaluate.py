@@ -1,0 +1,224 @@
+"""Held-out evaluation of the demo model: splits, published metrics and simple baselines.
+
+Metrics (section 8 of the reference), per held-out condition and then averaged over conditions:
+Pearson, Spearman and R² of the predicted vs the observed treated profile (978 genes), and the
+delta Pearson, Pearson(pred - ctrl, real - ctrl), on all genes and on the top 10% of genes
+ranked by |real - ctrl|.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import stats
+
+from unicure_rt.train.data import Condition
+
+METRICS = ("pearson", "spearman", "r2", "delta_pearson_top10", "delta_pearson_all")
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def condition_metrics(
+    pred: np.ndarray, real: np.ndarray, ctrl: np.ndarray, top: float = 0.1
+) -> dict:
+    """Metrics of one predicted profile against the observed mean treated profile."""
+    pred, real, ctrl = (np.asarray(x, dtype=np.float64) for x in (pred, real, ctrl))
+    ss_res = float(((real - pred) ** 2).sum())
+    ss_tot = float(((real - real.mean()) ** 2).sum())
+    d_real, d_pred = real - ctrl, pred - ctrl
+    k = max(2, int(round(top * len(real))))
+    idx = np.argsort(-np.abs(d_real), kind="stable")[:k]
+    return {
+        "pearson": _pearson(pred, real),
+        "spearman": float(stats.spearmanr(pred, real).statistic)
+        if np.std(pred) > 0
+        else float("nan"),
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+        "delta_pearson_top10": _pearson(d_pred[idx], d_real[idx]),
+        "delta_pearson_all": _pearson(d_pred, d_real),
+    }
+
+
+def summarise(rows: Sequence[dict]) -> dict:
+    """Mean of each metric over conditions (NaN where undefined for every condition)."""
+    out = {}
+    for m in METRICS:
+        values = np.array([r[m] for r in rows], dtype=np.float64)
+        out[m] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    out["n_conditions"] = len(rows)
+    return out
+
+
+def max_tanimoto_to(sim: np.ndarray, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
+    sub = sim[np.ix_(list(rows), list(cols))]
+    return np.nanmax(sub, axis=1) if len(cols) else np.zeros(len(rows))
+
+
+def dose_split(conditions: Sequence[Condition], seed: int) -> tuple[list[int], list[int]]:
+    """Unseen (drug, dose): for every plate drug with >= 3 doses, one random dose is held out."""
+    rng = np.random.default_rng(seed)
+    by_drug: dict[str, list[int]] = {}
+    for i, c in enumerate(conditions):
+        if c.source == "plate":
+            by_drug.setdefault(c.drug, []).append(i)
+    held = set()
+    for drug in sorted(by_drug):
+        rows = by_drug[drug]
+        if len(rows) >= 3:
+            held.add(int(rng.choice(rows)))
+    train = [i for i in range(len(conditions)) if i not in held]
+    return train, sorted(held)
+
+
+def drug_split(
+    conditions: Sequence[Condition],
+    similarity: Callable[[list[str], list[str]], np.ndarray],
+    n_held: int,
+    eligible: Callable[[Condition], bool] = lambda c: (
+        c.source == "plate" and c.pert_type == "trt_cp"
+    ),
+) -> tuple[list[int], list[int], dict]:
+    """Unseen drugs by structure: hold out the `n_held` eligible drugs least similar (max
+    Tanimoto) to every other drug, with all their doses; every condition of any drug whose
+    structure is identical to a held-out one is dropped from training too."""
+    smiles = {}
+    for c in conditions:
+        smiles.setdefault(c.drug, c.smiles)
+    drugs = sorted(smiles)
+    sim = similarity([smiles[d] for d in drugs], [smiles[d] for d in drugs])
+    np.fill_diagonal(sim, np.nan)
+    candidates = sorted({c.drug for c in conditions if eligible(c)})
+    order = sorted(candidates, key=lambda d: (float(np.nanmax(sim[drugs.index(d)])), d))
+    held = set(order[:n_held])
+    held_idx = [drugs.index(d) for d in held]
+    same = {drugs[j] for j in range(len(drugs)) for i in held_idx if sim[i, j] >= 0.999}
+    train_drugs = [d for d in drugs if d not in held and d not in same]
+    train_idx = [drugs.index(d) for d in train_drugs]
+    held_sorted = sorted(held)
+    max_sim = max_tanimoto_to(sim, [drugs.index(d) for d in held_sorted], train_idx)
+    info = {d: float(s) for d, s in zip(held_sorted, max_sim, strict=True)}
+    train = [i for i, c in enumerate(conditions) if c.drug in set(train_drugs)]
+    test = [i for i, c in enumerate(conditions) if c.drug in held]
+    return train, test, info
+
+
+def baselines(
+    conditions: Sequence[Condition],
+    train: Sequence[int],
+    test: Sequence[int],
+    ctrl_means: dict[str, np.ndarray],
+    similarity: Callable[[list[str], list[str]], np.ndarray],
+) -> dict[str, dict[int, np.ndarray]]:
+    """Predictions of the baselines for every test condition.
+
+    - no_change: the control profile;
+    - mean_response: control + mean delta of the training conditions of the same cell line;
+    - nearest_drug: control + observed delta of the most Tanimoto-similar *other* training drug
+      at the same dose and cell line (falls back to mean_response where none exists);
+    - same_drug_nearest_dose: control + the drug's own observed delta at the nearest training
+      dose on the log scale (only where the drug has training doses; else mean_response).
+    """
+
+    def delta(c: Condition) -> np.ndarray:
+        return c.treated.mean(0) - ctrl_means[c.control]
+
+    train_c = [conditions[i] for i in train]
+    out: dict[str, dict[int, np.ndarray]] = {
+        "no_change": {},
+        "mean_response": {},
+        "nearest_drug": {},
+        "same_drug_nearest_dose": {},
+    }
+    train_smiles = sorted({c.smiles for c in train_c})
+    test_smiles = sorted({conditions[i].smiles for i in test})
+    sim = similarity(test_smiles, train_smiles) if train_smiles and test_smiles else None
+    for i in test:
+        c = conditions[i]
+        ctrl = ctrl_means[c.control]
+        same_line = [t for t in train_c if t.cell_line == c.cell_line] or train_c
+        mean_delta = np.mean([delta(t) for t in same_line], axis=0)
+        out["no_change"][i] = ctrl
+        out["mean_response"][i] = ctrl + mean_delta
+        candidates = [
+            t
+            for t in same_line
+            if t.drug != c.drug and np.isclose(t.dose_um, c.dose_um) and t.smiles != c.smiles
+        ]
+        if candidates and sim is not None:
+            row = test_smiles.index(c.smiles)
+            scores = [sim[row, train_smiles.index(t.smiles)] for t in candidates]
+            best = candidates[int(np.nanargmax(scores))]
+            out["nearest_drug"][i] = ctrl + delta(best)
+        else:
+            out["nearest_drug"][i] = ctrl + mean_delta
+        own = [t for t in same_line if t.drug == c.drug]
+        if own:
+            dist = [abs(np.log10(t.dose_um) - np.log10(c.dose_um)) for t in own]
+            out["same_drug_nearest_dose"][i] = ctrl + delta(own[int(np.argmin(dist))])
+        else:
+            out["same_drug_nearest_dose"][i] = ctrl + mean_delta
+    return out
+
+
+def evaluate_predictions(
+    conditions: Sequence[Condition],
+    test: Sequence[int],
+    predictions: dict[str, dict[int, np.ndarray]],
+    ctrl_means: dict[str, np.ndarray],
+) -> dict[str, dict]:
+    table = {}
+    for name, preds in predictions.items():
+        rows = [
+            condition_metrics(
+                preds[i], conditions[i].treated.mean(0), ctrl_means[conditions[i].control]
+            )
+            for i in test
+        ]
+        table[name] = summarise(rows)
+    return table
+
+
+def dose_response(
+    conditions: Sequence[Condition],
+    test: Sequence[int],
+    predictions: dict[int, np.ndarray],
+    ctrl_means: dict[str, np.ndarray],
+) -> dict:
+    """Per held-out drug: Spearman of effect size ||x - ctrl|| vs dose, predicted and observed."""
+    by_drug: dict[str, list[int]] = {}
+    for i in test:
+        by_drug.setdefault(conditions[i].drug, []).append(i)
+    per_drug = {}
+    for drug, rows in sorted(by_drug.items()):
+        if len(rows) < 3:
+            continue
+        doses = [conditions[i].dose_um for i in rows]
+        ctrl = [ctrl_means[conditions[i].control] for i in rows]
+        pred_size = [
+            float(np.linalg.norm(predictions[i] - c)) for i, c in zip(rows, ctrl, strict=True)
+        ]
+        obs_size = [
+            float(np.linalg.norm(conditions[i].treated.mean(0) - c))
+            for i, c in zip(rows, ctrl, strict=True)
+        ]
+        per_drug[drug] = {
+            "doses": doses,
+            "predicted_effect": pred_size,
+            "observed_effect": obs_size,
+            "spearman_predicted": float(stats.spearmanr(doses, pred_size).statistic),
+            "spearman_observed": float(stats.spearmanr(doses, obs_size).statistic),
+        }
+    pred_rho = [v["spearman_predicted"] for v in per_drug.values()]
+    obs_rho = [v["spearman_observed"] for v in per_drug.values()]
+    return {
+        "n_drugs": len(per_drug),
+        "mean_spearman_predicted": float(np.nanmean(pred_rho)) if pred_rho else float("nan"),
+        "mean_spearman_observed": float(np.nanmean(obs_rho)) if obs_rho else float("nan"),
+        "per_drug": per_drug,
+    }
