@@ -906,11 +906,6 @@ def test_a_failed_replace_with_force_keeps_the_old_output(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unicure_rt/cli/score.py prints profile and drug names as rich markup; they need "
-    "rich.markup.escape (reported)",
-)
 def test_markup_in_sample_ids_is_printed_verbatim(tiny_bundle, tmp_path):
     counts_table(["[/red]x", "[bold]y", "n"]).to_csv(tmp_path / "t.csv")
     parent = tmp_path / "results"

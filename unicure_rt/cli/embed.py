@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from unicure_rt.bundle import load_bundle
 from unicure_rt.cli.common import console, report_errors
@@ -94,4 +95,6 @@ def embed(
             adata.write_h5ad(target)
         else:
             table.to_parquet(target, index=False)
-    console.print(f"Wrote {len(table)} embeddings to {out} ({table.attrs['provider']}).")
+    console.print(
+        f"Wrote {len(table)} embeddings to {escape(str(out))} ({table.attrs['provider']})."
+    )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from unicure_rt.bundle import load_bundle
@@ -111,7 +112,7 @@ def predict(
         table.add_column(column)
     changes = largest_changes(predictions, profiles, loaded.genes)
     for row, text in zip(predictions.itertuples(), changes, strict=True):
-        table.add_row(row.profile, row.drug_id, f"{row.dose_uM:g}", text)
+        table.add_row(escape(row.profile), escape(row.drug_id), f"{row.dose_uM:g}", escape(text))
     console.print(table)
     if out is not None:
-        console.print(f"Wrote {len(predictions)} predictions to {out}.")
+        console.print(f"Wrote {len(predictions)} predictions to {escape(str(out))}.")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from unicure_rt.cli.common import console, report_errors
@@ -47,10 +48,12 @@ def stratify_command(
     for row in best.itertuples():
         table.add_row(
             str(row.cluster),
-            drug_label(row),
+            escape(drug_label(row)),
             f"{row.log2_fold_change:+.2f}",
             f"{row.p_value:.2g}",
             f"{row.fdr:.2g}",
         )
     console.print(table)
-    console.print(f"Wrote {out}/clusters.csv, k_selection.csv, differential_drugs.csv and plots.")
+    console.print(
+        f"Wrote {escape(str(out))}/clusters.csv, k_selection.csv, differential_drugs.csv and plots."
+    )
