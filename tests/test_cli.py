@@ -284,3 +284,25 @@ def test_report_is_self_contained(tiny_bundle, tcga, tmp_path):
         "score", tcga, "--bundle", tiny_bundle, "--normal-where", "sample~-11A", "--report"
     )
     assert no_out.exit_code == 2 and "--out" in no_out.output
+
+
+def test_signature_constant_over_measured_genes_is_refused(tiny_bundle, tmp_path):
+    from unicure_rt.export.pipeline import default_output_genes
+
+    genes = default_output_genes()
+    base = np.random.default_rng(0).uniform(2, 12, size=len(genes)).round(1) + 0.25
+    table = pd.DataFrame({"tumour": base + 1.0, "normal": base}, index=genes)
+    table.loc["EXTRA1"] = [3.0, 9.0]
+    table.to_csv(tmp_path / "t.csv")
+    result = invoke(
+        "score",
+        tmp_path / "t.csv",
+        "--bundle",
+        tiny_bundle,
+        "--normal-where",
+        "sample=normal",
+        "--out",
+        tmp_path / "o",
+    )
+    assert result.exit_code == 2, result.output
+    assert "constant" in result.output and not (tmp_path / "o").exists()

@@ -219,6 +219,17 @@ def score_patient(
     check_coverage(coverage)
     present = [g for g in bundle.genes if g in set(patient.genes)]
     gene_index = np.array([bundle.genes.index(g) for g in present])
+    signature = patient.tumour[present].to_numpy() - patient.normal[present].to_numpy()
+    flat = [
+        str(p) for p, s in zip(patient.tumour.index, signature, strict=True) if np.ptp(s) <= 1e-9
+    ]
+    if flat:
+        raise UserError(
+            f"The tumour-minus-normal signature of {', '.join(flat[:5])} is constant over the "
+            f"{len(present)} output genes the input measures, so no drug can be scored against it "
+            "(Pearson correlation is undefined). Check that the normal reference is not the "
+            "tumour sample itself."
+        )
 
     backbone, backbone_provider = create_session(bundle.graph_path("backbone"), options.runtime)
     flexpert, flexpert_provider = create_session(bundle.graph_path("flexpert"), options.runtime)
