@@ -4,9 +4,9 @@
   access), 10 samples x 20,530 genes (`SYMBOL|ENTREZ` labels, as published); obs `sample`,
   `condition` (`tumour` for `-01A` primary tumours, `normal` for `-11A` solid tissue normals).
 - `oligodendroglioma.h5ad`: 184 single cells from oligodendroglioma tumours (Tirosh et al.
-  2016, infercnvpy example data, BSD-3); obs `patient` (the cell-id prefix), `cell_type`, and
-  `condition` (`tumour` for malignant cells, `normal` for non-malignant oligodendrocytes,
-  `other` for microglia/macrophages).
+  2016, infercnvpy example data, BSD-3), less the 19 microglia/macrophages (neither tumour nor
+  the normal reference); obs `patient` (the cell-id prefix), `cell_type`, and `condition`
+  (`tumour` for malignant cells, `normal` for non-malignant oligodendrocytes).
 
 Usage: python scripts/build_examples.py [--data ../shared/data] [--out examples]
 """
@@ -50,7 +50,9 @@ def oligodendroglioma_example(data: Path) -> anndata.AnnData:
         index=adata.obs_names,
     )
     var = adata.var[["chromosome", "start", "end"]].copy()
-    return anndata.AnnData(X=sparse.csr_matrix(adata.X, dtype=np.float32), obs=obs, var=var)
+    keep = condition != "other"
+    matrix = sparse.csr_matrix(adata.X, dtype=np.float32)[keep]
+    return anndata.AnnData(X=matrix, obs=obs[keep], var=var)
 
 
 def main() -> None:

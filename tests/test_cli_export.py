@@ -97,3 +97,43 @@ def test_native_checkpoint_with_lora_exports(tmp_path):
 def test_not_a_checkpoint(tmp_path):
     result = invoke("export", tmp_path, "--out", tmp_path / "b")
     assert result.exit_code == 2 and "not a native unicure-rt checkpoint" in result.output
+
+
+def test_native_checkpoint_with_unmerged_peft_adapters(tmp_path):
+    """Base weights from save_native plus peft's own adapter files: export merges them."""
+    from conftest import landmark_vocabulary, tiny_config
+
+    vocabulary, genes = landmark_vocabulary()
+    torch.manual_seed(0)
+    base = UniCure(tiny_config(len(vocabulary["tokens"])))
+    save_native(base, tmp_path / "ckpt", vocabulary=vocabulary, genes=genes)
+    spec = {
+        **vocabulary,
+        "pad_length": 160,
+        "sample_size": 96,
+        "padding": "masked",
+        "weighting": "linear",
+    }
+    values = np.random.default_rng(1).lognormal(1, 0.5, size=(2, 978))
+    tokens, mask = Tokenizer.from_spec(spec).encode(values, ["a", "b"], seed=0)
+    with torch.no_grad():
+        plain = base.eval().backbone(torch.from_numpy(tokens), torch.from_numpy(mask)).numpy()
+    adapted = add_lora(base)
+    for name, param in adapted.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.3)
+    adapted.save_pretrained(str(tmp_path / "ckpt"))
+    assert (tmp_path / "ckpt" / "adapter_config.json").is_file()
+    out = tmp_path / "bundle"
+    result = invoke("export", tmp_path / "ckpt", "--out", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(row["max_abs"] < 1e-4 for row in manifest["parity"])
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(out / "backbone.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"tokens": tokens, "mask": mask})[0]
+    with torch.no_grad():
+        adapted.eval()
+        want = adapted.base_model.model.backbone(torch.from_numpy(tokens), torch.from_numpy(mask))
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    assert np.abs(got - plain).max() > 1e-4, "the adapters must be part of the export"
