@@ -207,3 +207,20 @@ def test_manifest_is_json_with_hashes(exported):
     _p, _m, out, _, _ = exported
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(len(h) == 64 for h in manifest["files"].values())
+
+
+@pytest.mark.parametrize("attn_dim", [8, 32, 64])
+def test_flexpert_graph_folds_are_exact(attn_dim):
+    """value_map folds only when attention is as wide as a window; both paths are exact."""
+    from unicure_rt.export.graphs import FlexPertGraph
+
+    flexpert = model(attn_dim=attn_dim, decoder_hidden=256).flexpert.eval()
+    graph = FlexPertGraph(flexpert).eval()
+    assert graph.fold_values == (attn_dim >= 32)
+    cells = torch.nn.functional.normalize(torch.randn(5, 1280), dim=-1)
+    for length in (528, 1056):
+        drugs = torch.randn(5, length)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                graph(cells, drugs), flexpert(cells, drugs), atol=2e-5, rtol=0
+            )

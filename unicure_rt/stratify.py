@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control, mannwhitneyu
 
 from unicure_rt.errors import UserError
 
@@ -113,6 +112,8 @@ def differential_drugs(
     matrix: pd.DataFrame, labels: np.ndarray, names: pd.Series | None
 ) -> pd.DataFrame:
     """Per cluster and drug: Mann-Whitney U of the cluster's ranks vs the rest, BH FDR, log2 FC."""
+    from scipy.stats import false_discovery_control, mannwhitneyu
+
     ranks = matrix.to_numpy(dtype=np.float64)
     frames = []
     for cluster in np.unique(labels):

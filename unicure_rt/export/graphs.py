@@ -7,7 +7,8 @@ against the plain PyTorch model:
   the token id, so it is precomputed into a `[vocab, d_model]` table;
 - the cell head runs on the CLS position only (the model already does so);
 - `value_map` is linear and attention rows sum to one, so attention weights the raw drug windows
-  and `value_map` merges into `fusion_decoder.0`;
+  and `value_map` merges into `fusion_decoder.0` (when the attention is at least as wide as a
+  window, where this saves work);
 - `fusion_decoder.3` and `decoder.0` are consecutive Linear layers and fold into one.
 """
 
@@ -44,7 +45,11 @@ class BackboneGraph(nn.Module):
 
 
 class FlexPertGraph(nn.Module):
-    """`cell_embedding`, `drug` -> `expression` with `value_map` and `fusion_decoder.3` folded."""
+    """`cell_embedding`, `drug` -> `expression` with `fusion_decoder.3` folded into `decoder.0`.
+
+    `value_map` folds into the fusion layer only where that saves work (`attn_dim >= window`,
+    as in the published 64/32); for narrower attention, projecting the values first is cheaper.
+    """
 
     @torch.no_grad()
     def __init__(self, flexpert: FlexPert) -> None:
@@ -52,13 +57,18 @@ class FlexPertGraph(nn.Module):
         c = flexpert.config
         self.window, self.stride, self.scale = c.window, c.stride, 1.0 / math.sqrt(c.attn_dim)
         self.query_map, self.key_map = flexpert.query_map, flexpert.key_map
+        self.fold_values = c.attn_dim >= c.window
         w0, b0 = flexpert.fusion_decoder[0].weight, flexpert.fusion_decoder[0].bias
-        wv, bv = flexpert.value_map.weight, flexpert.value_map.bias
-        blocks = w0.reshape(c.fusion_dim, c.n_cell_windows, c.attn_dim)
-        merged = torch.einsum("owa,ai->owi", blocks, wv).reshape(c.fusion_dim, -1)
-        self.fusion_in = nn.Linear(merged.shape[1], c.fusion_dim)
-        self.fusion_in.weight.copy_(merged)
-        self.fusion_in.bias.copy_(b0 + blocks.sum(1) @ bv)
+        if self.fold_values:
+            wv, bv = flexpert.value_map.weight, flexpert.value_map.bias
+            blocks = w0.reshape(c.fusion_dim, c.n_cell_windows, c.attn_dim)
+            merged = torch.einsum("owa,ai->owi", blocks, wv).reshape(c.fusion_dim, -1)
+            self.fusion_in = nn.Linear(merged.shape[1], c.fusion_dim)
+            self.fusion_in.weight.copy_(merged)
+            self.fusion_in.bias.copy_(b0 + blocks.sum(1) @ bv)
+        else:
+            self.value_map = flexpert.value_map
+            self.fusion_in = flexpert.fusion_decoder[0]
         w3, b3 = flexpert.fusion_decoder[3].weight, flexpert.fusion_decoder[3].bias
         wd, bd = flexpert.decoder[0].weight, flexpert.decoder[0].bias
         self.fusion_out = nn.Linear(c.fusion_dim, c.decoder_hidden)
@@ -69,8 +79,8 @@ class FlexPertGraph(nn.Module):
     def forward(self, cell_embedding: torch.Tensor, drug: torch.Tensor) -> torch.Tensor:
         q = self.query_map(windows(cell_embedding, self.window, self.stride))
         drug_windows = windows(drug, self.window, self.stride)
-        attention = torch.softmax(
-            (q @ self.key_map(drug_windows).transpose(1, 2)) * self.scale, dim=-1
-        )
-        fused = self.fusion_in((attention @ drug_windows).flatten(1))
+        keys = self.key_map(drug_windows).transpose(1, 2)
+        attention = torch.softmax((q @ keys) * self.scale, dim=-1)
+        values = drug_windows if self.fold_values else self.value_map(drug_windows)
+        fused = self.fusion_in((attention @ values).flatten(1))
         return self.out(torch.relu(self.fusion_out(torch.relu(fused))))
