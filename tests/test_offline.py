@@ -193,11 +193,9 @@ def test_score_in_a_network_namespace_without_network(tiny_bundle, tmp_path):
 
 UNPICKLING_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve"}
 UNPICKLING_MODULES |= {"marshal"}
-# Modules allowed to import pickle, with the reason. Each entry is a decision, not a default.
-PICKLE_ALLOWED = {
-    "unicure_rt/engines/cohort.py": "serialises its own blocks for Ray tasks; reads no file",
-    "unicure_rt/engines/ray_engine.py": "deserialises blocks made by cohort.py in the same run",
-}
+# Modules allowed to import pickle, with the reason. Each entry is a decision, not a default:
+# none is allowed (Ray blocks travel as JSON + Parquet, see engines/cohort.encode_block).
+PICKLE_ALLOWED: dict[str, str] = {}
 
 
 def package_sources() -> list[tuple[str, ast.AST]]:

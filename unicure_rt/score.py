@@ -217,8 +217,9 @@ def score_patient(
     aliased = [tokenizer.aliases[g] for g in patient.genes if g in tokenizer.aliases]
     coverage = gene_coverage(patient.genes + aliased, bundle.vocabulary_genes, bundle.genes)
     check_coverage(coverage)
-    present = [g for g in bundle.genes if g in set(patient.genes)]
-    gene_index = np.array([bundle.genes.index(g) for g in present])
+    measured = set(patient.genes)
+    gene_index = np.array([i for i, g in enumerate(bundle.genes) if g in measured])
+    present = [bundle.genes[i] for i in gene_index]
     signature = patient.tumour[present].to_numpy() - patient.normal[present].to_numpy()
     flat = [
         str(p) for p, s in zip(patient.tumour.index, signature, strict=True) if np.ptp(s) <= 1e-9

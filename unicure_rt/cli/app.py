@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unicure_rt.cli import drugs, embed, export, info, predict, score, stratify
+from unicure_rt.cli import drugs, embed, export, finetune, info, predict, score, stratify, triton
 
 app = typer.Typer(
     name="unicure-rt",
@@ -16,8 +16,10 @@ app.command("score")(score.score)
 app.command("embed")(embed.embed)
 app.command("predict")(predict.predict)
 app.command("stratify")(stratify.stratify_command)
+app.command("finetune")(finetune.finetune_command)
 app.command("info")(info.info)
 app.command("export")(export.export)
+app.command("export-triton")(triton.export_triton_command)
 app.add_typer(drugs.app, name="drugs")
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,7 +26,6 @@ from unicure_rt.cli.options import (
     Fp16Opt,
     GeneKeyOpt,
     GroupKeyOpt,
-    InputArg,
     LayerOpt,
     MinCellsOpt,
     NormalOpt,
@@ -47,10 +47,45 @@ from unicure_rt.score import (
     write_score_outputs,
 )
 
+InputsArg = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Patient file: .h5ad, or a CSV/TSV/Parquet table. With --engine ray: any number of "
+        "files and folders (a cohort).",
+        show_default=False,
+    ),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local (this process) or ray (a cohort on a Ray cluster, with the optional ray "
+        "extra installed; writes ranking.parquet as a Parquet dataset folder and run.json).",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="--engine ray: address of a running Ray cluster (e.g. 10.0.0.5:6379 or "
+        "ray://head:10001); default: start a local one on this machine.",
+    ),
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="--engine ray: scoring actors, each with its own ONNX Runtime sessions "
+        "(0 = one per GPU of the cluster, else one per CPU).",
+    ),
+]
+ENGINES = ("local", "ray")
+
 
 @report_errors
 def score(
-    input: InputArg,
+    input: InputsArg,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Output folder (ranking.csv/.parquet, run.json)."),
@@ -84,10 +119,56 @@ def score(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the top drugs as JSON on stdout.")
     ] = False,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Rank the drugs of a library by how strongly each is predicted to reverse the tumour
     signature (tumour - normal) of every sample in INPUT."""
     started = time.perf_counter()
+    if engine not in ENGINES:
+        raise UserError(f"Unknown --engine '{engine}'. Choose local or ray.")
+    if engine == "ray":
+        _score_on_ray(
+            input=input,
+            out=out,
+            bundle=bundle,
+            drugs=drugs,
+            normal=normal,
+            normal_where=normal_where,
+            layer=layer,
+            gene_key=gene_key,
+            sample_key=sample_key,
+            group_key=group_key,
+            min_cells=min_cells,
+            doses=doses,
+            draws=draws,
+            seed=seed,
+            device=device,
+            fp16=fp16,
+            threads=threads,
+            predictions=predictions,
+            report=report,
+            force=force,
+            quiet=quiet,
+            as_json=as_json,
+            address=address,
+            workers=workers,
+        )
+        return
+    if address is not None or workers:
+        raise UserError(
+            "--address and --workers choose the Ray cluster and its workers: add --engine ray, "
+            "or leave them out to score on this machine."
+        )
+    if len(input) > 1 or input[0].is_dir():
+        raise UserError(
+            f"--engine local scores one patient file at a time (got {len(input)} paths"
+            f"{', including a folder' if any(p.is_dir() for p in input) else ''}). For a cohort "
+            "of files or a folder use --engine ray (pip install 'unicure-rt[ray]'), which also "
+            "runs on this machine alone; or score the files one by one."
+        )
+    input = input[0]
     if report and out is None:
         raise UserError("--report writes report.html into the output folder: give --out DIR too.")
     if out is not None:
@@ -138,6 +219,102 @@ def score(
         print_ranking(result, top, out)
 
 
+def _score_on_ray(
+    *,
+    input: list[Path],
+    out: Path | None,
+    bundle: Path | None,
+    drugs: Path | None,
+    normal: Path | None,
+    normal_where: str | None,
+    layer: str | None,
+    gene_key: str | None,
+    sample_key: str | None,
+    group_key: str | None,
+    min_cells: int,
+    doses: str | None,
+    draws: int,
+    seed: int,
+    device: str,
+    fp16: bool,
+    threads: int,
+    predictions: bool,
+    report: bool,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+    address: str | None,
+    workers: int,
+) -> None:
+    """`score --engine ray`: the cohort engine (`unicure_rt.engines.ray_engine`)."""
+    flags = {"--predictions": predictions, "--report": report, "--json": as_json}
+    unsupported = [flag for flag, used in flags.items() if used]
+    if unsupported:
+        raise UserError(
+            f"{', '.join(unsupported)} is not available with --engine ray: a cohort's output is "
+            "ranking.parquet (a Parquet dataset) and run.json. Score single patients with "
+            "--engine local for those outputs."
+        )
+    if out is None:
+        raise UserError(
+            "--engine ray writes its results to a folder: give --out DIR (the ranking of a "
+            "cohort is too large to print)."
+        )
+    from unicure_rt.engines.cohort import LoadOptions
+    from unicure_rt.engines.ray_engine import score_cohort
+
+    options = ScoreOptions(
+        doses=parse_doses(doses) or REFERENCE_DOSES_UM,
+        draws=draws,
+        seed=seed,
+        runtime=RuntimeOptions(device=device, fp16=fp16, threads=threads),
+    )
+    load = LoadOptions(
+        layer=layer,
+        gene_key=gene_key,
+        sample_key=sample_key,
+        group_key=group_key,
+        min_cells=min_cells,
+        normal=normal,
+        normal_where=normal_where,
+    )
+
+    def started(engine: dict) -> None:
+        if not quiet:
+            console.print(
+                f"[dim]Ray ({escape(str(engine['address']))}): {engine['workers']} scoring "
+                "worker(s), "
+                f"{engine['worker_resources']['num_gpus']:g} GPU each, blocks of "
+                f"{engine['block_size']} profiles[/dim]"
+            )
+
+    run = score_cohort(
+        input,
+        out,
+        bundle=bundle,
+        drugs=drugs,
+        load=load,
+        options=options,
+        address=address,
+        workers=workers,
+        force=force,
+        quiet=quiet,
+        on_start=started,
+    )
+    if not quiet:
+        console.print(
+            f"[bold]unicure-rt score[/bold] (ray, {run['engine']['workers']} workers): "
+            f"{len(run['profiles'])} profile(s) from {len(run['inputs'])} file(s) x "
+            f"{run['library']['n_drugs']} drugs x {len(run['doses_uM'])} doses on "
+            f"{run['providers'].get('flexpert')} in {run['timings_s']['total_s']:.1f} s"
+        )
+        console.print(
+            f"Wrote {escape(str(out))}/ranking.parquet (Parquet dataset: "
+            f"{run['ranking']['files']} files, "
+            f"{run['ranking']['rows']} rows) and run.json"
+        )
+
+
 def _progress(disabled: bool) -> Progress:
     return Progress(
         TextColumn("{task.description:>10}"),
@@ -178,10 +355,11 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         f"{coverage['output_genes_present']}/{coverage['output_genes_total']}"
     )
     if run["provider_notes"]:
-        console.print(f"[dim]GPU not used ({'; '.join(run['provider_notes'])})[/dim]")
+        console.print(f"[dim]GPU not used ({escape('; '.join(run['provider_notes']))})[/dim]")
     for profile, rows in result.ranking.groupby("profile", sort=False):
         info = next(p for p in run["profiles"] if p["profile"] == profile)
-        table = Table(title=f"{profile}  (normal: {info['normal_source']})", title_justify="left")
+        title = escape(f"{profile}  (normal: {info['normal_source']})")
+        table = Table(title=title, title_justify="left")
         for column in ("rank", "drug", "score", "best dose µM", "sd across draws"):
             table.add_column(column, justify="right" if column != "drug" else "left")
         for row in rows.nsmallest(top, "rank").itertuples():
@@ -190,8 +368,8 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
             )
             sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.3f}"
             table.add_row(
-                str(row.rank), str(name), f"{row.score:+.3f}", f"{row.best_dose_uM:g}", sd
+                str(row.rank), escape(str(name)), f"{row.score:+.3f}", f"{row.best_dose_uM:g}", sd
             )
         console.print(table)
     if out is not None:
-        console.print(f"Wrote {out}/ranking.csv, ranking.parquet and run.json")
+        console.print(f"Wrote {escape(str(out))}/ranking.csv, ranking.parquet and run.json")

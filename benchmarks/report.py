@@ -1,0 +1,322 @@
+"""Render `benchmarks/results.json` as `benchmarks/RESULTS.md`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _status(passed) -> str:
+    return {True: "**pass**", False: "**FAIL**", None: "info"}[passed]
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def _targets(results: dict) -> list[str]:
+    lines = [
+        "| workload | target | goal | measured | result | note |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("W1", "ROOF", "W2", "W3", "W4"):
+        entry = results.get(name)
+        if not entry:
+            continue
+        if "error" in entry:
+            lines.append(f"| {name} | (run failed) | | see results.json | **ERROR** | |")
+            continue
+        for t in entry["result"]["targets"]:
+            measured = t["measured"].replace("|", "&#124;")
+            lines.append(
+                f"| {name} | {t['target']} | {t['goal']} | {measured} | "
+                f"{_status(t['passed'])} | {t['note']} |"
+            )
+    return lines
+
+
+def _conditions(entry: dict) -> str:
+    busy = entry.get("busy_before") or []
+    text = (
+        f"Run {entry['date']}, `{entry['command']}`, {entry['wall_s']:.0f} s; load average "
+        f"before {entry['load_average_before']}, after {entry['load_average_after']}"
+    )
+    if busy:
+        text += f"; **other heavy processes were running**: {busy}"
+    return text + "."
+
+
+def _w1(r: dict) -> list[str]:
+    t = r["times"]
+    lines = [
+        f"{r['n_drugs']:,} drugs x {r['n_doses']} doses = {r['predictions']:,} predictions for one "
+        f"patient; {r['repeats']} alternating repeats (baseline, fp32, int8 in turn), medians. "
+        f"Model: {r['model']}. PyTorch threads: {r['torch_threads']}.",
+        "",
+        "| path | median s | min s | predictions/s | speed-up vs baseline |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    base = t["baseline_pytorch_pandas"]["median_s"]
+    for name, label in (
+        ("baseline_pytorch_pandas", "baseline: PyTorch eager FlexPert + pandas Pearson loop"),
+        ("unicure_rt_fp32", "unicure-rt fp32 (`flexpert.onnx`, FlexPertRunner, reversal_scores)"),
+        ("unicure_rt_int8", "unicure-rt int8 (same path, int8 variant)"),
+    ):
+        s = t[name]
+        lines.append(
+            f"| {label} | {s['median_s']:.2f} | {s['min_s']:.2f} | "
+            f"{r['predictions_per_s'][name]:,.0f} | {base / s['median_s']:.2f}x |"
+        )
+    same = r["fp32_vs_baseline"]
+    paired = r["paired_speedups"]
+    lines += [
+        "",
+        f"Per-round (paired) speed-ups: fp32 {', '.join(f'{x:.2f}' for x in paired['fp32'])}; "
+        f"int8 {', '.join(f'{x:.2f}' for x in paired['int8'])}.",
+        "",
+        f"Same ranking: max |score(fp32) - score(baseline)| = {same['max_abs_score_diff']:.2e}; "
+        f"ranks identical: {same['ranks_identical']} ({same['n_rank_differences']} differ"
+        + (
+            "; "
+            + "; ".join(
+                f"drug {d['drug']}: rank {d['baseline_rank']} (baseline) vs {d['fp32_rank']} "
+                f"(fp32), scores {d['baseline_score']:.9f} vs {d['fp32_score']:.9f}"
+                for d in same.get("rank_differences", [])
+            )
+            if same.get("rank_differences")
+            else ""
+        )
+        + ")."
+        + (
+            f" Smallest gap between two baseline scores: {same['min_gap_between_scores']:.1e}."
+            if "min_gap_between_scores" in same
+            else ""
+        ),
+        "",
+        "int8 vs fp32 (reversal scores, per patient; the timed patient first, then untimed "
+        "extra patients): "
+        + "; ".join(
+            f"Spearman {f['spearman']:.4f}, top-20 overlap {f['top20_overlap']}/20"
+            for f in r["int8_vs_fp32"]["per_patient"]
+        )
+        + f". int8 graph from {r['int8_source']}: `{json.loads(r['int8_settings'])}`.",
+    ]
+    return lines
+
+
+def _roof(r: dict) -> list[str]:
+    peak = r["gemm_peak"]
+    lines = [
+        f"FLOPs counted from the MatMul/Gemm nodes of the fp32 `flexpert.onnx` at their run-time "
+        f"shapes: **{r['macs']['macs_per_prediction'] / 1e6:.2f} M multiply-adds per "
+        f"prediction**, {r['gflop_total']:.0f} GFLOP for W1's {r['n_predictions']:,} "
+        "predictions.",
+        "",
+        "| node | op | A | B | out | M MACs / prediction |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for n in r["macs"]["per_node"]:
+        lines.append(
+            f"| {n['node']} | {n['op']} | {n['a']} | {n['b']} | {n['out']} | "
+            f"{n['macs_per_prediction'] / 1e6:.3f} |"
+        )
+    lines += [
+        "",
+        "Measured fp32 GEMM peak on this machine (best of the repeats):",
+        "",
+        "| library / shape (M, K, N) | best GFLOP/s | median GFLOP/s |",
+        "| --- | --- | --- |",
+    ]
+    for key, m in peak["measurements"].items():
+        lines.append(
+            f"| {key} {tuple(m['shape_mkn'])} | {m['best_gflops']:.0f} | {m['median_gflops']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Peak used: **{peak['peak_gflops']:.0f} GFLOP/s** ({peak['peak_from']}).",
+        "",
+        f"Achieved by the fp32 graph (only `session.run` over W1's inputs, batches of 4,096, "
+        f"median {r['graph_only']['median_s']:.2f} s): **{r['achieved_gflops_graph_only']:.0f} "
+        f"GFLOP/s = {r['fraction_of_peak']:.0%} of peak** (best repeat "
+        f"{r['achieved_gflops_graph_only_best']:.0f} GFLOP/s).",
+    ]
+    if "achieved_gflops_end_to_end" in r:
+        lines.append(
+            f"Through the whole W1 scoring path: {r['achieved_gflops_end_to_end']:.0f} GFLOP/s "
+            f"({r['fraction_of_peak_end_to_end']:.0%} of peak); scoring outside the graph "
+            f"(drug vectors, Pearson, ranking) costs {r['scoring_overhead_s']:.2f} s."
+        )
+    prof = r["profile"]
+    lines += [
+        "",
+        f"ONNX Runtime profile (one dose of W1, {prof['model_run_s']:.2f} s in `model_run`, "
+        f"{prof['kernel_s']:.2f} s in kernels):",
+        "",
+        "| operator | seconds | share |",
+        "| --- | --- | --- |",
+    ]
+    for op, s in prof["per_op_s"].items():
+        lines.append(f"| {op} | {s:.3f} | {prof['per_op_share'][op]:.1%} |")
+    if r.get("sweep"):
+        lines += [
+            "",
+            "Session options and drug batch size, each timed over one dose of W1 against the "
+            "default configuration (ORT_ENABLE_ALL, default threads, spinning on, arena on, "
+            "batch 4,096) in alternation:",
+            "",
+            "| configuration | median s | default median s | speed vs default |",
+            "| --- | --- | --- | --- |",
+        ]
+        for row in r["sweep"]:
+            lines.append(
+                f"| {row['config']} | {row['median_s']:.3f} | {row['default_median_s']:.3f} | "
+                f"{row['speed_vs_default']:.2f}x |"
+            )
+    return lines
+
+
+def _w2(r: dict) -> list[str]:
+    lines = [
+        f"Published sizes (d_model 1280, 20 heads, d_ff 5120, token_dim 5120, `reference` "
+        f"padding to 1536), random weights, vocabulary of {r['vocab_genes']:,} genes; exported "
+        f"with `export_bundle` at {r['layers_measured']} layers, each in its own process; the "
+        "33-layer figures are linear fits in the layer count.",
+        "",
+        "| layers | batch | PyTorch eager s/sentence | fp32 s/sentence | int8 s/sentence | "
+        "max abs embedding diff (fp32 vs eager) | export s | export peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, row in r["per_layer_count"].items():
+        for batch, t in row["timings"].items():
+            lines.append(
+                f"| {n} | {batch} | {t['pytorch_eager']['per_sentence_s']:.3f} | "
+                f"{t['unicure_rt_fp32']['per_sentence_s']:.3f} | "
+                f"{t['unicure_rt_int8']['per_sentence_s']:.3f} | "
+                f"{row['max_abs_embedding_diff']:.1e} | {row['export']['export_s']:.0f} | "
+                f"{row['export']['peak_rss_mib']:.0f} |"
+            )
+    lines += [
+        "",
+        "| batch | path | s/sentence fixed part | s/sentence per layer | 33 layers s/sentence |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for batch, paths in r["extrapolated_per_sentence"].items():
+        for name, fit in paths.items():
+            lines.append(
+                f"| {batch} | {name} | {fit['intercept_s']:.3f} | {fit['per_layer_s']:.3f} | "
+                f"{fit['full_33_layers_per_sentence_s']:.2f} |"
+            )
+    a = r["analytic"]
+    fit = r["bundle_size_fit"]
+    lines += [
+        "",
+        f"Bundle size: published checkpoint = 742 M parameters x 4 B + the 145,469 x 5120 "
+        f"float32 token table = {_gb(r['published_checkpoint_bytes'])}. Fitted over the measured "
+        f"bundles: fp32 {_gb(fit['fp32']['intercept_bytes'])} + "
+        f"{fit['fp32']['per_layer_bytes'] / 1e6:.1f} MB/layer -> "
+        f"**{_gb(fit['fp32']['full_33_bytes'])} ({r['ratio_fp32']:.1%})** at 33 layers; int8 "
+        f"{_gb(fit['int8']['intercept_bytes'])} + {fit['int8']['per_layer_bytes'] / 1e6:.1f} "
+        f"MB/layer -> **{_gb(fit['int8']['full_33_bytes'])} ({r['ratio_int8']:.1%})**. "
+        f"Analytic fp32 (parameter counts: {a['encoder_params'] / 1e6:.1f} M encoder incl. "
+        f"{a['per_layer_params'] / 1e6:.2f} M per layer, token table {a['vocab_tokens']:,} x "
+        f"1280, folded FlexPert {a['folded_flexpert_params'] / 1e6:.1f} M): "
+        f"{_gb(a['bundle_bytes_fp32'])}.",
+    ]
+    return lines
+
+
+def _w3(r: dict) -> list[str]:
+    s = r["startup"][0]
+    return [
+        f"Bundle: {r['bundle_label']} (`{r['bundle']}`). Command: `{r['command']}`.",
+        "",
+        f"- wall time (subprocess, median of {r['wall']['n']}): **{r['wall']['median_s']:.1f} s** "
+        f"(samples {r['wall']['samples_s']}); peak RSS **{r['peak_rss_mib']:.0f} MiB** "
+        "(/usr/bin/time -v)",
+        f"- work: {r['n_profiles']} tumour profiles x {r['n_drugs']} drugs x 6 doses, "
+        f"{r['draws']} draws; providers {r['providers']}",
+        f"- stage timings from run.json (a run with `--out`): {r['run_json_timings_s']}",
+        f"- start-up (fresh interpreter, median of {len(r['startup'])}): **"
+        f"{r['startup_median_s']:.2f} s** = import `unicure_rt.cli.app` {s['import_cli_s']:.2f} s "
+        f"+ `load_bundle` {s['load_bundle_s']:.2f} s + library ({s['n_drugs']} drugs) "
+        f"{s['load_library_s']:.2f} s + two ORT sessions {s['create_sessions_s']:.2f} s; "
+        f"with interpreter start {r['startup_process_wall_median_s']:.2f} s; "
+        f"`unicure-rt --help` {r['help_wall_median_s']:.2f} s",
+    ]
+
+
+def _w4(r: dict) -> list[str]:
+    lines = [
+        f"Bundle: {r['bundle_label']} (`{r['bundle']}`). One tumour profile (first of the TCGA "
+        "example), 1 draw, 6 doses, `score_patient` with the top-10 predictions kept; a fresh "
+        "process per library; libraries of synthetic float16 embeddings.",
+        "",
+        "| runner | drugs | library file MiB | predictions | scoring s | predictions/s | "
+        "RSS after load MiB | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in r["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['implementation']} | {row['n_drugs']:,} | | | failed | | | |")
+            continue
+        label = (
+            "streaming (this version)"
+            if row["implementation"] == "new"
+            else "before (score.py of 4638830)"
+        )
+        lines.append(
+            f"| {label} | {row['n_drugs']:,} | {row['library_file_mib']:.0f} | "
+            f"{row['predictions']:,} | {row['scoring_s']:.1f} | {row['predictions_per_s']:,.0f} | "
+            f"{row['rss_after_load_mib']:.0f} | {row['peak_rss_mib']:.0f} |"
+        )
+    return lines
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    cpu = m["cpu"]
+    out = [
+        "# unicure-rt benchmarks",
+        "",
+        "Written by `python benchmarks/run.py` (see its docstring for options); raw numbers in "
+        "`benchmarks/results.json`. Timings are wall-clock medians of alternating repeats "
+        "(baseline and candidate in the same process, in turn); never of unit tests.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {cpu['model']}, {cpu['physical_cores']} physical cores, "
+        f"{cpu['logical_cpus']} logical CPUs, L3 {cpu['l3_cache']}, SIMD {', '.join(cpu['simd'])}",
+        f"- RAM: {m['ram_gib']} GiB; OS: {m['os']}; no GPU (CPUExecutionProvider)",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}",
+        "",
+        "## Targets",
+        "",
+        *_targets(results),
+    ]
+    sections = {
+        "W1": ("W1: one patient, full published FlexPert", _w1),
+        "ROOF": ("Roofline of W1's fp32 graph", _roof),
+        "W2": ("W2: backbone at published size", _w2),
+        "W3": ("W3: the bundled default model end to end", _w3),
+        "W4": ("W4: scale to 1,000,000 compounds", _w4),
+    }
+    for name, spec in sections.items():
+        if name not in results:
+            continue
+        title, fn = spec
+        entry = results[name]
+        out += ["", f"## {title}", "", _conditions(entry), ""]
+        if "error" in entry:
+            out += ["```", entry["error"], "```"]
+        else:
+            out += fn(entry["result"])
+    notes = Path(__file__).with_name("notes.md")
+    if notes.exists():
+        out += ["", notes.read_text().strip()]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("results.json")
+    sys.stdout.write(render(json.loads(path.read_text())))

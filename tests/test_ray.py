@@ -1,0 +1,284 @@
+"""`score --engine ray`: a cohort on a local Ray cluster with 2 workers ranks every profile
+exactly as the single-machine `score` does for its file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from unicure_rt.bundle import load_bundle
+from unicure_rt.cli.app import app
+from unicure_rt.genes import resolve_gene_ids
+
+pytest.importorskip(
+    "ray.data",
+    reason="the Ray engine tests need Ray Data (the [ray] extra, also in [dev]): "
+    "pip install 'unicure-rt[ray]'",
+)
+import ray  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
+NORMAL_WHERE = "sample~-11A"  # TCGA solid-tissue normals, in the h5ad files and in the table
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def big_table(adata: anndata.AnnData) -> pd.DataFrame:
+    """Counts of 18 tumour profiles and the 5 normals, genes x samples: two blocks of 16 + 2.
+
+    The tumours are the 5 real ones under several ids, with a different depth each, so every
+    profile has its own sentences (seeded by its id) and its own counts."""
+    counts = pd.DataFrame(
+        np.asarray(adata.X).T, index=adata.var_names, columns=adata.obs_names
+    ).round()
+    tumours = [c for c in counts if "-01A" in c]
+    normals = [c for c in counts if "-11A" in c]
+    columns = {}
+    for i in range(18):
+        source = tumours[i % len(tumours)]
+        columns[f"COHORT-{i:02d}-01A"] = (counts[source] * (1 + i % 4)).astype(np.int64)
+    for source in normals:
+        columns[source] = counts[source].astype(np.int64)
+    return pd.DataFrame(columns)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory, shared_data_or_none) -> Path:
+    """A folder of patient files built from the real examples: the TCGA h5ad split in three,
+    a counts table with 18 profiles, and the shared TCGA parquet when the data is present."""
+    folder = tmp_path_factory.mktemp("cohort") / "patients"
+    folder.mkdir()
+    adata = anndata.read_h5ad(EXAMPLE)
+    tumours = [n for n in adata.obs_names if "-01A" in n]
+    normals = [n for n in adata.obs_names if "-11A" in n]
+    adata[tumours[:2] + normals].copy().write_h5ad(folder / "a_first.h5ad")
+    adata[tumours[2:4] + normals].copy().write_h5ad(folder / "b_second.h5ad")
+    adata[tumours[4:] + normals[:2]].copy().write_h5ad(folder / "c_third.h5ad")
+    big_table(adata).to_csv(folder / "d_cohort.csv")
+    if shared_data_or_none is not None:
+        parquet = shared_data_or_none / "patients" / "tcga_brca_rsem_counts.parquet"
+        (folder / "e_tcga.parquet").write_bytes(parquet.read_bytes())
+    (folder / "notes.txt").write_text("not a patient file")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shared_data_or_none():
+    from conftest import SHARED_DATA
+
+    return SHARED_DATA if (SHARED_DATA / "README.md").is_file() else None
+
+
+@pytest.fixture(scope="module")
+def local_rankings(cohort, tiny_bundle, tmp_path_factory) -> dict[str, Path]:
+    """The single-machine output folder of every file of the cohort."""
+    root = tmp_path_factory.mktemp("local")
+    outs = {}
+    for path in sorted(cohort.iterdir()):
+        if path.suffix == ".txt":
+            continue
+        out = root / path.name
+        result = invoke(
+            "score", path, "--bundle", tiny_bundle, "--normal-where", NORMAL_WHERE, "--out", out
+        )
+        assert result.exit_code == 0, result.output
+        outs[str(path.resolve())] = out
+    return outs
+
+
+@pytest.fixture(scope="module")
+def ray_cohort(cohort, tiny_bundle, tmp_path_factory) -> Path:
+    """The cohort scored by `score --engine ray` on a local cluster the command starts."""
+    if ray.is_initialized():  # left by `ray_cluster`: the command must start its own
+        ray.shutdown()
+    out = tmp_path_factory.mktemp("ray") / "out"
+    result = invoke(
+        "score",
+        cohort,
+        "--engine",
+        "ray",
+        "--workers",
+        "2",
+        "--bundle",
+        tiny_bundle,
+        "--normal-where",
+        NORMAL_WHERE,
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert not ray.is_initialized()  # the local cluster it started is gone
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray for the tests that do not need the command to start its own (the command
+    uses a Ray already initialised in its process)."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        object_store_memory=300 * 1024**2,
+    )
+    yield
+    ray.shutdown()
+
+
+def test_rankings_equal_the_single_machine_ones(ray_cohort, local_rankings):
+    ranking = pd.read_parquet(ray_cohort / "ranking.parquet")
+    assert set(ranking["input"]) == set(local_rankings)
+    for path, out in local_rankings.items():
+        local = pd.read_parquet(out / "ranking.parquet")
+        mine = ranking[ranking["input"] == path].drop(columns="input").reset_index(drop=True)
+        assert list(mine.columns) == list(local.columns)
+        for profile, rows in local.groupby("profile", sort=False):
+            pd.testing.assert_frame_equal(
+                mine[mine["profile"] == profile].reset_index(drop=True),
+                rows.reset_index(drop=True),
+                check_exact=True,
+            )
+        pd.testing.assert_frame_equal(mine, local, check_exact=True)  # and in the same order
+
+
+def test_dataset_layout_and_run_record(ray_cohort, local_rankings, cohort):
+    parts = sorted(p.name for p in (ray_cohort / "ranking.parquet").iterdir())
+    n_inputs = len(local_rankings)
+    # the 18-profile table (input 3) is two blocks; every other file is one
+    assert parts == sorted(
+        [f"part-{i:05d}-00000.parquet" for i in range(n_inputs)] + ["part-00003-00001.parquet"]
+    )
+    assert sorted(p.name for p in ray_cohort.iterdir()) == ["ranking.parquet", "run.json"]
+    run = json.loads((ray_cohort / "run.json").read_text())
+    assert run["engine"]["name"] == "ray" and run["engine"]["workers"] == 2
+    assert run["engine"]["block_size"] == 16 and run["engine"]["started_here"]
+    assert run["seed"] == 0 and run["draws"] == 3
+    assert run["providers"]["flexpert"] == "CPUExecutionProvider"
+    assert run["skipped_files"] == [str((cohort / "notes.txt").resolve())]
+    assert [i["path"] for i in run["inputs"]] == list(local_rankings)
+    n_profiles = 0
+    for entry, (path, out) in zip(run["inputs"], local_rankings.items(), strict=True):
+        local = json.loads((out / "run.json").read_text())
+        assert entry["sha256"] == local["inputs"][0]["sha256"]
+        assert entry["gene_coverage"] == local["gene_coverage"]
+        assert entry["input_qc"] == local["input_qc"]
+        mine = [
+            {k: v for k, v in profile.items() if k != "input"}
+            for profile in run["profiles"]
+            if profile["input"] == path
+        ]
+        assert mine == local["profiles"]
+        n_profiles += len(local["profiles"])
+    assert len(run["profiles"]) == n_profiles >= 23
+    assert run["ranking"]["rows"] == n_profiles * 50
+
+
+def test_a_bad_file_stops_the_cohort_before_scoring(cohort, tiny_bundle, tmp_path, ray_cluster):
+    folder = tmp_path / "patients"
+    folder.mkdir()
+    for name in ("a_first.h5ad", "b_second.h5ad"):
+        (folder / name).write_bytes((cohort / name).read_bytes())
+    adata = anndata.read_h5ad(cohort / "c_third.h5ad")
+    adata[[n for n in adata.obs_names if "-01A" in n]].copy().write_h5ad(folder / "no_normal.h5ad")
+    out = tmp_path / "out"
+    result = invoke(
+        "score",
+        folder,
+        "--engine",
+        "ray",
+        "--bundle",
+        tiny_bundle,
+        "--normal-where",
+        NORMAL_WHERE,
+        "--out",
+        out,
+    )
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "1 of 3 input files cannot be scored" in text and "no_normal.h5ad" in text
+    assert "Traceback" not in result.output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["patients"]
+
+
+def test_a_profile_refused_by_a_worker_is_a_clean_error(cohort, tiny_bundle, tmp_path, ray_cluster):
+    """A UserError inside a worker (here the tokenizer's: nothing to draw a sentence from)
+    reaches the user as its own message, and nothing is written."""
+    folder = tmp_path / "patients"
+    folder.mkdir()
+    (folder / "a_first.h5ad").write_bytes((cohort / "a_first.h5ad").read_bytes())
+    adata = anndata.read_h5ad(cohort / "c_third.h5ad")
+    symbols, _ = resolve_gene_ids(list(adata.var_names))
+    landmarks = set(load_bundle(tiny_bundle).vocabulary_genes)
+    values = np.asarray(adata.X).copy()
+    tumour = [i for i, n in enumerate(adata.obs_names) if "-01A" in n]
+    values[np.ix_(tumour, [s in landmarks for s in symbols])] = 0
+    adata.X = values
+    adata.write_h5ad(folder / "z_empty.h5ad")
+    out = tmp_path / "out"
+    result = invoke(
+        "score",
+        folder,
+        "--engine",
+        "ray",
+        "--bundle",
+        tiny_bundle,
+        "--normal-where",
+        NORMAL_WHERE,
+        "--out",
+        out,
+    )
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "1 block(s) of profiles could not be scored" in text and "z_empty.h5ad" in text
+    assert "no positive expression on the bundle's vocabulary genes" in text
+    assert "Traceback" not in result.output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["patients"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--engine", "spark"), "Unknown --engine"),
+        (("--address", "10.0.0.5:6379"), "add --engine ray"),
+        (("--engine", "ray", "--report"), "not available with --engine ray"),
+        (("--engine", "ray", "--no-out"), "give --out DIR"),
+    ],
+)
+def test_engine_options_are_clean_errors(cohort, tiny_bundle, tmp_path, args, message):
+    out = ["--out", tmp_path / "out"]
+    if "--no-out" in args:
+        args, out = tuple(a for a in args if a != "--no-out"), []
+    result = invoke("score", cohort / "a_first.h5ad", "--bundle", tiny_bundle, *out, *args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not list(tmp_path.iterdir())
+
+
+def test_local_engine_scores_one_file(cohort, tiny_bundle, tmp_path):
+    result = invoke("score", cohort, "--bundle", tiny_bundle, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "--engine ray" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_ray_is_a_clean_error(cohort, tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    result = invoke(
+        "score", cohort, "--engine", "ray", "--bundle", tiny_bundle,
+        "--normal-where", NORMAL_WHERE, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "pip install 'unicure-rt[ray]'" in " ".join(result.output.split())
+    assert not out.exists()
