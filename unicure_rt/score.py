@@ -296,22 +296,7 @@ def score_patient(
         for i, profile in enumerate(patient.tumour.index)
     ]
     run = {
-        "unicure_rt": unicure_rt.__version__,
-        "versions": _versions(),
-        "bundle": {
-            "path": str(bundle.path),
-            "manifest_sha256": bundle.sha256,
-            "precision": bundle.manifest.get("precision"),
-        },
-        "library": {
-            "path": str(library.path),
-            "content_sha256": library.content_sha256,
-            "encoder_id": library.encoder_id,
-            "n_drugs": len(library),
-        },
-        "seed": options.seed,
-        "draws": options.draws,
-        "doses_uM": list(options.doses),
+        **run_identity(bundle, library, options),
         "providers": {"backbone": backbone_provider, "flexpert": flexpert_provider},
         "provider_notes": list(options.runtime.notes),
         "gene_coverage": coverage,
@@ -339,16 +324,44 @@ def _top_predictions(profile, table, predicted, genes, library, options) -> pd.D
     return pd.concat(frames, ignore_index=True)
 
 
-def _versions() -> dict:
+RECORDED_PACKAGES = ("numpy", "pandas", "anndata", "onnxruntime-gpu", "onnxruntime", "rdkit")
+
+
+def versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict:
+    """Versions of Python and of the installed `packages`, as run.json records them."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version()}
-    for package in ("numpy", "pandas", "anndata", "onnxruntime-gpu", "onnxruntime", "rdkit"):
+    for package in packages:
         try:
             found[package] = version(package)
         except PackageNotFoundError:
             continue
     return found
+
+
+def run_identity(
+    bundle: Bundle, library: DrugLibrary, options: ScoreOptions, packages=RECORDED_PACKAGES
+) -> dict:
+    """The part of run.json that says what ran: versions, bundle, library, seed, draws, doses."""
+    return {
+        "unicure_rt": unicure_rt.__version__,
+        "versions": versions(packages),
+        "bundle": {
+            "path": str(bundle.path),
+            "manifest_sha256": bundle.sha256,
+            "precision": bundle.manifest.get("precision"),
+        },
+        "library": {
+            "path": str(library.path),
+            "content_sha256": library.content_sha256,
+            "encoder_id": library.encoder_id,
+            "n_drugs": len(library),
+        },
+        "seed": options.seed,
+        "draws": options.draws,
+        "doses_uM": list(options.doses),
+    }
 
 
 def resolve_library(bundle: Bundle, drugs: Path | None) -> DrugLibrary:

@@ -29,7 +29,6 @@ import inspect
 import io
 import json
 import os
-import platform
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import unicure_rt
 from unicure_rt.bundle import Bundle, load_bundle, sha256_file
 from unicure_rt.embed import embed_profiles
 from unicure_rt.errors import UserError
@@ -52,7 +50,14 @@ from unicure_rt.inputs import (
     load_patient,
 )
 from unicure_rt.runtime import create_session
-from unicure_rt.score import ScoreOptions, ScoreResult, resolve_library, score_patient
+from unicure_rt.score import (
+    RECORDED_PACKAGES,
+    ScoreOptions,
+    ScoreResult,
+    resolve_library,
+    run_identity,
+    score_patient,
+)
 
 INPUT_SUFFIXES = (".h5ad", *TABLE_SUFFIXES)
 EMBED_BATCH: int = inspect.signature(embed_profiles).parameters["batch_size"].default
@@ -348,27 +353,7 @@ def block_summary(
 
 # ----------------------------------------------------------------------------- run record
 
-
-def versions() -> dict[str, str]:
-    """Versions of Python and of the packages a cohort run uses (as run.json records them)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in (
-        "numpy",
-        "pandas",
-        "anndata",
-        "onnxruntime-gpu",
-        "onnxruntime",
-        "rdkit",
-        "pyarrow",
-        "ray",
-    ):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
+COHORT_PACKAGES = (*RECORDED_PACKAGES, "pyarrow", "ray")
 
 
 def _merged_providers(summaries: list[dict]) -> dict[str, Any]:
@@ -401,23 +386,8 @@ def cohort_run_record(
         profiles.extend({"input": path, **p} for p in json.loads(summary["profiles"]))
     notes = sorted({n for s in summaries for n in json.loads(s["provider_notes"])})
     return {
-        "unicure_rt": unicure_rt.__version__,
-        "versions": versions(),
+        **run_identity(bundle, library, options, COHORT_PACKAGES),
         "engine": engine,
-        "bundle": {
-            "path": str(bundle.path),
-            "manifest_sha256": bundle.sha256,
-            "precision": bundle.manifest.get("precision"),
-        },
-        "library": {
-            "path": str(library.path),
-            "content_sha256": library.content_sha256,
-            "encoder_id": library.encoder_id,
-            "n_drugs": len(library),
-        },
-        "seed": options.seed,
-        "draws": options.draws,
-        "doses_uM": list(options.doses),
         "providers": _merged_providers(summaries),
         "provider_notes": notes,
         "inputs": metas,
