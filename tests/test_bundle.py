@@ -63,3 +63,39 @@ def test_not_a_bundle(tmp_path):
     with pytest.raises(UserError, match="not valid JSON"):
         load_bundle(tmp_path)
     shutil.rmtree(tmp_path)
+
+
+def test_graph_with_external_data_outside_the_bundle_is_refused(tmp_path):
+    """A graph whose external data points outside its folder never loads (no file is read)."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from unicure_rt.runtime import RuntimeOptions, create_session
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
+    path = bundle / "flexpert.onnx"
+    onnx.save(
+        helper.make_model(graph),
+        path,
+        save_as_external_data=True,
+        location="w.bin",
+        size_threshold=0,
+    )
+    model = onnx.load(path, load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../secret.bin"
+    path.write_bytes(model.SerializeToString())
+    (bundle / "w.bin").rename(tmp_path / "secret.bin")
+    with pytest.raises(UserError, match="cannot load"):
+        create_session(path, RuntimeOptions(device="cpu"))

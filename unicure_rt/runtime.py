@@ -154,9 +154,20 @@ def create_session(model_path: Path, options: RuntimeOptions) -> tuple[ort.Infer
         if device == "cpu":
             providers = [PROVIDER["cpu"]]
         with _captured_stderr() as errors:
-            session = ort.InferenceSession(
-                str(model_path), session_options(options), providers=providers
-            )
+            try:
+                session = ort.InferenceSession(
+                    str(model_path), session_options(options), providers=providers
+                )
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped load errors
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if device != "cpu" and options.device == "auto":
+                    _unavailable(device, first_line[-200:], options)
+                    continue
+                raise UserError(
+                    f"ONNX Runtime cannot load '{model_path}' ({first_line[:300]}). The graph is "
+                    "damaged, refers to data outside its bundle, or was written by an "
+                    "incompatible exporter: re-export the bundle."
+                ) from None
         if session.get_providers()[0] == PROVIDER[device]:
             return session, PROVIDER[device]
         reason = next((line for line in errors if "error" in line.lower()), "it failed to start")
