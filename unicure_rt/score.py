@@ -63,9 +63,9 @@ class FlexPertRunner:
     Memory stays flat in the library size: each batch of `options.drug_batch` drugs is predicted
     at every dose, reduced to reversal scores and dropped, so a pass holds one batch of
     predictions (plus the scores, 8 bytes per drug, cell and dose) and reads the library once.
-    Only the predictions of the best `keep_top` drugs are kept. Batches are the same
-    `library.iter_batches(drug_batch)` slices as a whole-library `predict`, so the graph sees the
-    same inputs and gives the same outputs.
+    Only the predictions of the best `keep_top` drugs are kept. Batches are the
+    `library.iter_batches(drug_batch)` slices, so results do not depend on how many drugs the
+    library holds.
     """
 
     def __init__(self, session, library: DrugLibrary, options: ScoreOptions) -> None:
@@ -81,19 +81,6 @@ class FlexPertRunner:
 
     def _run(self, cells: np.ndarray, drugs: np.ndarray) -> np.ndarray:
         return self.session.run(["expression"], {"cell_embedding": cells, "drug": drugs})[0]
-
-    def predict(self, cell: np.ndarray, dose: float) -> np.ndarray:
-        """`float32[n_drugs, n_genes]` predicted expression of `cell` under every drug.
-
-        Materialises the whole library's predictions (n_drugs x n_genes x 4 bytes): for small
-        libraries and tests; scoring uses the streaming `scores`.
-        """
-        self._cells.clear()
-        parts = [
-            self._run(self._repeated(0, cell, len(emb)), drug_vectors(emb, dose))
-            for _start, emb in self.library.iter_batches(self.options.drug_batch)
-        ]
-        return np.concatenate(parts)
 
     def scores(
         self,

@@ -25,6 +25,12 @@ def reversal_scores(predicted: np.ndarray, tumour: np.ndarray, signature: np.nda
         return (d @ s) / (d_norm * s_norm)
 
 
+def drug_label(row) -> str:
+    """A ranking row's drug name when the library has one, else its id (for people to read)."""
+    name = getattr(row, "drug_name", None)
+    return name if isinstance(name, str) and name else str(row.drug_id)
+
+
 def ascending_ranks(scores: np.ndarray) -> np.ndarray:
     """1-based ranks, most negative first; ties keep library order; NaN ranks last."""
     order = np.argsort(np.where(np.isnan(scores), np.inf, scores), kind="stable")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.errors import UserError
+from unicure_rt.scoring import drug_label
 
 K_RANGE = range(2, 11)
 
@@ -137,12 +138,6 @@ def differential_drugs(
     if names is not None:
         table.insert(2, "drug_name", names.reindex(table["drug_id"]).to_numpy())
     return table.sort_values(["cluster", "p_value", "drug_id"], kind="stable", ignore_index=True)
-
-
-def drug_label(row) -> str:
-    """A drug's name when the library has one, else its id."""
-    name = getattr(row, "drug_name", None)
-    return name if isinstance(name, str) and name else str(row.drug_id)
 
 
 def plot_strata(strata: Strata, out: Path, top: int = 15) -> list[Path]:

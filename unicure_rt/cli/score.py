@@ -46,6 +46,7 @@ from unicure_rt.score import (
     score_patient,
     write_score_outputs,
 )
+from unicure_rt.scoring import drug_label
 
 InputsArg = Annotated[
     list[Path],
@@ -363,12 +364,13 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         for column in ("rank", "drug", "score", "best dose µM", "sd across draws"):
             table.add_column(column, justify="right" if column != "drug" else "left")
         for row in rows.nsmallest(top, "rank").itertuples():
-            name = (
-                row.drug_name if isinstance(row.drug_name, str) and row.drug_name else row.drug_id
-            )
             sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.3f}"
             table.add_row(
-                str(row.rank), escape(str(name)), f"{row.score:+.3f}", f"{row.best_dose_uM:g}", sd
+                str(row.rank),
+                escape(drug_label(row)),
+                f"{row.score:+.3f}",
+                f"{row.best_dose_uM:g}",
+                sd,
             )
         console.print(table)
     if out is not None:

@@ -12,7 +12,8 @@ from rich.table import Table
 from unicure_rt.cli.common import console, report_errors
 from unicure_rt.cli.options import ForceOpt
 from unicure_rt.outputs import staged_output_dir
-from unicure_rt.stratify import drug_label, plot_strata, read_ranking, stratify
+from unicure_rt.scoring import drug_label
+from unicure_rt.stratify import plot_strata, read_ranking, stratify
 
 
 @report_errors
