@@ -148,3 +148,8 @@ def test_tiny_training_run_gives_a_loadable_bundle(tmp_path):
     np.testing.assert_allclose(emb[0], library.embeddings[0], atol=2e-3)  # float16 storage
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
     assert record["bundle"]["total_bytes"] > 0
+    stage1 = record["stage1"]  # 10% of the 16 profiles stay out of stage 1 for its R²
+    assert (stage1["stage1_fit_profiles"], stage1["stage1_held_out_profiles"]) == (15, 1)
+    assert np.isfinite(
+        [stage1["stage1_held_out_r2"], stage1["stage1_held_out_count_probe_r2"]]
+    ).all()
