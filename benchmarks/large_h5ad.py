@@ -2,8 +2,8 @@
 
 Builds a synthetic single-cell count matrix (landmark genes plus other genes of the packaged
 gene table, 10 patients, a fifth of the cells labelled normal), runs `unicure-rt score` on it
-under /usr/bin/time -v and reports wall time and peak RSS next to the file size. The section is
-appended to benchmarks/RESULTS.md.
+under /usr/bin/time -v and reports wall time and peak RSS next to the file size, in
+benchmarks/sections/large_h5ad.md, which benchmarks/RESULTS.md includes (re-rendered here).
 
 Usage: python benchmarks/large_h5ad.py [--cells 100000] [--work /tmp/unicure-rt-bench]
 """
@@ -23,12 +23,11 @@ from pathlib import Path
 import anndata
 import numpy as np
 import pandas as pd
+from report import write_section
 from scipy import sparse
 
 from unicure_rt.export.pipeline import default_output_genes
 from unicure_rt.genes import gene_table
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def build(path: Path, n_cells: int, n_genes: int, per_cell: int, seed: int = 0) -> None:
@@ -97,7 +96,6 @@ def main() -> None:
     run = json.loads((out / "run.json").read_text())
     size_gib = path.stat().st_size / 2**30
     lines = [
-        "",
         "## Large h5ad (issue 9: bounded memory on a 100,000-cell file)",
         "",
         f"Run {time.strftime('%Y-%m-%dT%H:%M:%S')}, "
@@ -114,8 +112,7 @@ def main() -> None:
         f"{wall:.1f} | {peak_kib / 1024:.0f} | {len(run['profiles'])} | {size_gib:.2f} |",
         "",
     ]
-    with RESULTS.open("a") as handle:
-        handle.write("\n".join(lines))
+    write_section("large_h5ad", "\n".join(lines))
     print("\n".join(lines))
 
 

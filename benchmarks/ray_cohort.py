@@ -9,9 +9,8 @@ worker), reads the files in Ray tasks, scores and writes the Parquet dataset. Ru
 between 1 and 2 workers. For reference, the same files scored one after the other in this
 process by the single-machine path (`score_patient`, ONNX Runtime on all cores).
 
-Results: `benchmarks/ray_cohort.json`, and the "## Ray cohort" section of
-`benchmarks/RESULTS.md` (replaced if present, else appended; the rest of the file is left as
-it is).
+Results: `benchmarks/ray_cohort.json`, and `benchmarks/sections/ray_cohort.md`, which
+`benchmarks/RESULTS.md` includes (re-rendered here).
 
     python benchmarks/ray_cohort.py [--profiles 16] [--profiles-per-file 2] [--drugs 1000]
 """
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
@@ -126,16 +127,6 @@ Parquet dataset.
 every run are identical to the single-machine ones (checked on every run). 1-minute load \
 average before each run: {result["load_during"]} (this benchmark's own load included).
 """
-
-
-def write_section(text: str) -> None:
-    path = BENCH / "RESULTS.md"
-    current = path.read_text() if path.exists() else ""
-    start = current.find(HEADING + "\n")
-    if start >= 0:
-        end = current.find("\n## ", start + len(HEADING))
-        current = current[:start] + (current[end + 1 :] if end >= 0 else "")
-    path.write_text(current.rstrip("\n") + ("\n\n" if current.strip() else "") + text)
 
 
 def main() -> None:
@@ -260,7 +251,7 @@ def main() -> None:
         }
         if not args.no_write:
             (BENCH / "ray_cohort.json").write_text(json.dumps(result, indent=1) + "\n")
-            write_section(section(result))
+            write_section("ray_cohort", section(result))
         print(section(result))
     finally:
         shutil.rmtree(work, ignore_errors=True)

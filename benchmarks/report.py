@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+SECTIONS = Path(__file__).with_name("sections")
+
 
 def _status(passed) -> str:
     return {True: "**pass**", False: "**FAIL**", None: "info"}[passed]
@@ -314,7 +316,18 @@ def render(results: dict) -> str:
     notes = Path(__file__).with_name("notes.md")
     if notes.exists():
         out += ["", notes.read_text().strip()]
+    for extra in sorted(SECTIONS.glob("*.md")):  # written by the stand-alone benchmarks
+        out += ["", extra.read_text().strip()]
     return "\n".join(out) + "\n"
+
+
+def write_section(name: str, text: str) -> None:
+    """Keep a stand-alone benchmark's section and re-render RESULTS.md with it."""
+    SECTIONS.mkdir(exist_ok=True)
+    (SECTIONS / f"{name}.md").write_text(text.strip() + "\n")
+    results = Path(__file__).with_name("results.json")
+    if results.exists():
+        Path(__file__).with_name("RESULTS.md").write_text(render(json.loads(results.read_text())))
 
 
 if __name__ == "__main__":
