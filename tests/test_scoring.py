@@ -1,10 +1,11 @@
 import numpy as np
+import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import pearsonr
 
-from unicure_rt.scoring import ascending_ranks, reversal_scores
+from unicure_rt.scoring import ascending_ranks, drug_labels, reversal_scores
 
 
 def test_scores_match_scipy_pearson():
@@ -40,3 +41,20 @@ def test_ranks_are_a_permutation_most_negative_first(scores):
     assert scores[ranks == 1][0] == scores.min()
     order = np.argsort(ranks)
     assert np.all(np.diff(scores[order]) >= 0)
+
+
+def test_drug_labels_tell_apart_one_name_under_two_ids():
+    rows = pd.DataFrame(
+        {
+            "drug_id": ["BRD-1", "BRD-2", "BRD-3", "BRD-4", "BRD-1"],
+            "drug_name": ["PD-0325901", "PD-0325901", "imatinib", None, "PD-0325901"],
+        }
+    )
+    assert drug_labels(rows) == [
+        "PD-0325901 [BRD-1]",
+        "PD-0325901 [BRD-2]",
+        "imatinib",
+        "BRD-4",
+        "PD-0325901 [BRD-1]",  # the same drug again (e.g. another cluster) keeps its label
+    ]
+    assert drug_labels(rows.drop(columns="drug_name")) == rows["drug_id"].tolist()

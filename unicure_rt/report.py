@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.score import ScoreResult, dose_label
-from unicure_rt.scoring import drug_label
+from unicure_rt.scoring import drug_labels
 
 MAX_PROFILE_PANELS = 12  # per-profile figures show the first 12 profiles; the heatmap shows all
 
@@ -45,7 +45,7 @@ def _figures(result: ScoreResult, top: int, out: Path) -> dict[str, Path]:
     fig, axes = _grid(plt, len(shown))
     for ax, profile in zip(axes, shown, strict=False):
         best = ranking[ranking["profile"] == profile].nsmallest(top, "rank")
-        names = [drug_label(r) for r in best.itertuples()][::-1]
+        names = drug_labels(best)[::-1]
         ax.barh(names, best["score"].to_numpy()[::-1], color="tab:green")
         ax.set_title(profile, fontsize=9, loc="left")
         ax.set_xlabel("reversal score (lower = stronger)", fontsize=8)
@@ -56,8 +56,8 @@ def _figures(result: ScoreResult, top: int, out: Path) -> dict[str, Path]:
     for ax, profile in zip(axes, shown, strict=False):
         best = ranking[ranking["profile"] == profile].nsmallest(min(top, 5), "rank")
         curves = best[[dose_label(d) for d in doses]].to_numpy()
-        for row, values in zip(best.itertuples(), curves, strict=True):
-            ax.plot(doses, values, "o-", label=drug_label(row), ms=3)
+        for label, values in zip(drug_labels(best), curves, strict=True):
+            ax.plot(doses, values, "o-", label=label, ms=3)
         ax.set_xscale("log")
         ax.set_xlabel("dose (µM)", fontsize=8)
         ax.set_ylabel("reversal score", fontsize=8)
@@ -75,7 +75,7 @@ def _figures(result: ScoreResult, top: int, out: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(max(5, 0.35 * matrix.shape[1] + 3), height))
         image = ax.imshow(np.log10(matrix.to_numpy()), aspect="auto", cmap="viridis_r")
         ax.set_yticks(range(len(matrix)), matrix.index, fontsize=7)
-        labels = [drug_label(r) for r in names.loc[matrix.columns].reset_index().itertuples()]
+        labels = drug_labels(names.loc[matrix.columns].reset_index())
         ax.set_xticks(range(matrix.shape[1]), labels, rotation=90, fontsize=7)
         fig.colorbar(image, ax=ax, label="log10 rank")
         ax.set_title("Sample x drug ranks (drugs in any sample's top list)")

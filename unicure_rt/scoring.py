@@ -7,7 +7,12 @@ input measured. Rank 1 = the most negative score = the strongest predicted rever
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def reversal_scores(predicted: np.ndarray, tumour: np.ndarray, signature: np.ndarray) -> np.ndarray:
@@ -25,10 +30,25 @@ def reversal_scores(predicted: np.ndarray, tumour: np.ndarray, signature: np.nda
         return (d @ s) / (d_norm * s_norm)
 
 
-def drug_label(row) -> str:
-    """A ranking row's drug name when the library has one, else its id (for people to read)."""
-    name = getattr(row, "drug_name", None)
-    return name if isinstance(name, str) and name else str(row.drug_id)
+def drug_labels(rows: pd.DataFrame) -> list[str]:
+    """Labels for people to read: each row's drug name, else its id.
+
+    Reads `drug_id` and, when present, `drug_name`. A name that `rows` show for two different
+    ids (LINCS lists some compounds under several ids) gets its id appended, so that two
+    lines never look the same.
+    """
+    ids = rows["drug_id"].astype(str).tolist()
+    if "drug_name" not in rows:
+        return ids
+    names = [n if isinstance(n, str) and n else None for n in rows["drug_name"]]
+    ids_of: dict[str, set[str]] = {}
+    for name, drug_id in zip(names, ids, strict=True):
+        if name is not None:
+            ids_of.setdefault(name, set()).add(drug_id)
+    return [
+        drug_id if name is None else name if len(ids_of[name]) == 1 else f"{name} [{drug_id}]"
+        for name, drug_id in zip(names, ids, strict=True)
+    ]
 
 
 def ascending_ranks(scores: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.errors import UserError
-from unicure_rt.scoring import drug_label
+from unicure_rt.scoring import drug_labels
 
 K_RANGE = range(2, 11)
 
@@ -172,7 +172,10 @@ def plot_strata(strata: Strata, out: Path, top: int = 15) -> list[Path]:
 
     best = strata.differential.nsmallest(top, "p_value")
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(best) + 1.2))
-    labels = [f"{drug_label(row)} (c{row.cluster})" for row in best.itertuples()]
+    labels = [
+        f"{label} (c{cluster})"
+        for label, cluster in zip(drug_labels(best), best["cluster"], strict=True)
+    ]
     ax.barh(labels[::-1], best["log2_fold_change"].to_numpy()[::-1], color="tab:purple")
     ax.set_xlabel("log2 fold change of mean rank (cluster / rest)")
     ax.set_title(f"Top {len(best)} differential drugs by Mann-Whitney p")

@@ -46,7 +46,7 @@ from unicure_rt.score import (
     score_patient,
     write_score_outputs,
 )
-from unicure_rt.scoring import drug_label
+from unicure_rt.scoring import drug_labels
 
 InputsArg = Annotated[
     list[Path],
@@ -363,11 +363,12 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         table = Table(title=title, title_justify="left")
         for column in ("rank", "drug", "score", "best dose µM", "sd across draws"):
             table.add_column(column, justify="right" if column != "drug" else "left")
-        for row in rows.nsmallest(top, "rank").itertuples():
+        best = rows.nsmallest(top, "rank")
+        for label, row in zip(drug_labels(best), best.itertuples(), strict=True):
             sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.3f}"
             table.add_row(
                 str(row.rank),
-                escape(drug_label(row)),
+                escape(label),
                 f"{row.score:+.3f}",
                 f"{row.best_dose_uM:g}",
                 sd,

@@ -12,7 +12,7 @@ from rich.table import Table
 from unicure_rt.cli.common import console, report_errors
 from unicure_rt.cli.options import ForceOpt
 from unicure_rt.outputs import staged_output_dir
-from unicure_rt.scoring import drug_label
+from unicure_rt.scoring import drug_labels
 from unicure_rt.stratify import plot_strata, read_ranking, stratify
 
 
@@ -46,10 +46,10 @@ def stratify_command(
     table = Table(title="Most differential drugs")
     for column in ("cluster", "drug", "log2 FC", "p", "FDR"):
         table.add_column(column, justify="right" if column != "drug" else "left")
-    for row in best.itertuples():
+    for label, row in zip(drug_labels(best), best.itertuples(), strict=True):
         table.add_row(
             str(row.cluster),
-            escape(drug_label(row)),
+            escape(label),
             f"{row.log2_fold_change:+.2f}",
             f"{row.p_value:.2g}",
             f"{row.fdr:.2g}",
