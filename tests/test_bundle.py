@@ -99,3 +99,12 @@ def test_graph_with_external_data_outside_the_bundle_is_refused(tmp_path):
     (bundle / "w.bin").rename(tmp_path / "secret.bin")
     with pytest.raises(UserError, match="cannot load"):
         create_session(path, RuntimeOptions(device="cpu"))
+
+
+def test_creation_time_follows_source_date_epoch(monkeypatch):
+    from unicure_rt.bundle import creation_time
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert creation_time() == "2023-11-14T22:13:20+00:00"
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert creation_time().startswith(("20", "21")) and creation_time().endswith("+00:00")

@@ -8,6 +8,7 @@ format version.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -24,6 +25,21 @@ DEFAULT_BUNDLE = Path(__file__).parent / "data" / "default_bundle"
 
 PAD, CLS, CHROM_CLOSE = "<pad>", "<cls>", "<chrom_close>"
 CHROM_PREFIX, GENE_PREFIX = "chrom:", "gene:"
+
+
+def creation_time() -> str:
+    """UTC time stamp for provenance: now, or `SOURCE_DATE_EPOCH` when set.
+
+    The reproducible-builds convention: with it, rebuilding a bundle or library from the same
+    inputs gives byte-identical files (their time stamps are the only field that varies).
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (
+        datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+        if epoch
+        else datetime.datetime.now(datetime.timezone.utc)
+    )
+    return when.isoformat(timespec="seconds")
 
 
 def sha256_file(path: Path) -> str:

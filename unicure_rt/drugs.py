@@ -53,7 +53,6 @@ import os
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,6 +63,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unicure_rt import __version__
+from unicure_rt.bundle import creation_time
 from unicure_rt.errors import UserError
 
 if TYPE_CHECKING:
@@ -737,7 +737,7 @@ class _LibraryWriter:
             "dim": self.dim,
             "n_drugs": self.n,
             "embedding_dtype": self.dtype,
-            "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+            "created": creation_time(),
             "unicure_rt_version": __version__,
             "float16_max_abs_change": change,
             "content_sha256": sha,

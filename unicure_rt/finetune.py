@@ -15,7 +15,6 @@ bundle whose parity with ONNX Runtime + PyTorch is checked like any export.
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import shutil
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from unicure_rt.bundle import MANIFEST, Bundle, write_manifest
+from unicure_rt.bundle import MANIFEST, Bundle, creation_time, write_manifest
 from unicure_rt.drugs import drug_vectors, encode_smiles
 from unicure_rt.embed import embed_profiles
 from unicure_rt.errors import UserError
@@ -448,9 +447,7 @@ def export_finetuned(
             **manifest.get("provenance", {}),
             "finetuned": {
                 **result.record,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds"
-                ),
+                "created": creation_time(),
                 "evaluation": result.evaluation.to_dict(orient="records"),
             },
         }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import platform
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 import unicure_rt
-from unicure_rt.bundle import write_manifest
+from unicure_rt.bundle import creation_time, write_manifest
 from unicure_rt.drugs import REFERENCE_DOSES_UM, drug_vectors
 from unicure_rt.errors import UserError
 from unicure_rt.export.config import GraphConfig, backbone_graph_config, flexpert_graph_config
@@ -184,9 +183,7 @@ def export_bundle(
                 "unicure_rt": unicure_rt.__version__,
                 "torch": torch.__version__,
                 "python": platform.python_version(),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds"
-                ),
+                "created": creation_time(),
             },
         }
         write_manifest(staging, manifest)

@@ -320,6 +320,14 @@ def render(record: dict) -> str:
     )
     add("```")
     add("")
+    add(
+        "A second run of this command on the same machine gave byte-identical weights "
+        "(`model.safetensors`) and graphs (`backbone.onnx`, `flexpert.onnx`, "
+        "`drug_encoder.onnx`) and the same library content (`content_sha256`); the library file "
+        "is byte-identical too when `SOURCE_DATE_EPOCH` fixes its time stamp. This card's "
+        "timings are measured anew on every run."
+    )
+    add("")
 
     add("## Evaluation (held out, numbers from this run)")
     add("")
