@@ -11,6 +11,7 @@ Models with random weights are built once and cached under --work (default
 /tmp/unicure-rt-bench). Measurements wait (--wait minutes) for training or pytest processes of
 other users of the machine to finish, and record the load average and any that still ran.
 --quick runs write `benchmarks/results-quick.json` and never touch RESULTS.md.
+GPU figures (CUDA, TensorRT): `python benchmarks/gpu.py` on a GPU machine.
 """
 
 from __future__ import annotations
