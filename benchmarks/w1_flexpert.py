@@ -137,7 +137,7 @@ def largest_swapped_gap(scores: np.ndarray, other_ranks: np.ndarray) -> float:
     largest fall below an earlier maximum is the largest gap of any swapped pair.
     """
     ordered = scores[np.argsort(other_ranks, kind="stable")]
-    return float(max(0.0, np.max(np.maximum.accumulate(ordered) - ordered)))
+    return float(max(0.0, np.nanmax(np.fmax.accumulate(ordered) - ordered, initial=0.0)))
 
 
 def fidelity(reference: np.ndarray, variant: np.ndarray, k: int = 20) -> dict:
@@ -269,7 +269,10 @@ def run(args, work: Path) -> dict:
             "W1 rank identity (stricter than the issue: every rank equal)",
             f"ranks identical: {same['ranks_identical']} ({same['n_rank_differences']} differ; "
             f"largest score gap of a swapped pair {same['max_swapped_pair_gap']:.1e})",
-            True if same["ranks_identical"] else None,
+            # a swap between drugs further apart than the paths' numeric difference is an error
+            True
+            if same["ranks_identical"]
+            else (None if same["max_swapped_pair_gap"] <= same["max_abs_score_diff"] else False),
             "identical ranks",
             ""
             if same["ranks_identical"]

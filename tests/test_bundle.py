@@ -106,5 +106,8 @@ def test_creation_time_follows_source_date_epoch(monkeypatch):
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert creation_time() == "2023-11-14T22:13:20+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(UserError, match="not a Unix time"):
+        creation_time()
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     assert creation_time().startswith(("20", "21")) and creation_time().endswith("+00:00")

@@ -80,3 +80,22 @@ def test_native_stderr_is_captured():
 
 def test_threads_option_reaches_the_session():
     assert runtime.session_options(RuntimeOptions(threads=1)).intra_op_num_threads == 1
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers()
+    or runtime._library_loads("cuda") is None,
+    reason="needs an onnxruntime-gpu build whose CUDA libraries are missing (a CPU machine)",
+)
+def test_missing_cuda_libraries_are_preloaded_once_quietly(monkeypatch, capfd):
+    calls = []
+
+    def noisy_preload():
+        calls.append(1)
+        print("Failed to load libcublasLt.so.13")
+
+    monkeypatch.setattr(ort, "preload_dlls", noisy_preload, raising=False)
+    reason = runtime._library_loads("cuda")
+    assert calls == [1]
+    assert reason is not None and "not found" in reason
+    assert capfd.readouterr().out == ""

@@ -30,15 +30,20 @@ CHROM_PREFIX, GENE_PREFIX = "chrom:", "gene:"
 def creation_time() -> str:
     """UTC time stamp for provenance: now, or `SOURCE_DATE_EPOCH` when set.
 
-    The reproducible-builds convention: with it, rebuilding a bundle or library from the same
-    inputs gives byte-identical files (their time stamps are the only field that varies).
+    The reproducible-builds convention: with it, rebuilding a drug library or an exported bundle
+    from the same inputs gives the same files (the time stamp is otherwise their only varying
+    field; a trained bundle's model card also records run timings).
     """
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = (
-        datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
-        if epoch
-        else datetime.datetime.now(datetime.timezone.utc)
-    )
+    if not epoch:
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    try:
+        when = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise UserError(
+            f"SOURCE_DATE_EPOCH='{epoch}' is not a Unix time in seconds. Set it to a whole number "
+            "(e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)) or unset it."
+        ) from None
     return when.isoformat(timespec="seconds")
 
 

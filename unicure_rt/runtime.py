@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -84,10 +85,32 @@ def _library_loads(device: str) -> str | None:
     library = Path(ort.__file__).parent / "capi" / PROVIDER_LIBRARY[device]
     try:
         ctypes.CDLL(str(library))
-    except OSError as exc:
-        missing = str(exc).split(":")[0].strip()
-        return f"{missing} not found"
+    except OSError:
+        _preload_cuda_libraries()
+        try:
+            ctypes.CDLL(str(library))
+        except OSError as exc:
+            missing = str(exc).split(":")[0].strip()
+            return f"{missing} not found"
     return None
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from pip's nvidia-* packages (or PyTorch's) the way ONNX Runtime documents.
+
+    `onnxruntime.preload_dlls` exists in onnxruntime-gpu 1.21+; it prints a line for every library
+    it cannot find, which the caller's own one-line reason replaces.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    # best effort: the caller's retry reports what is still missing
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        _captured_stderr(),
+        contextlib.suppress(Exception),
+    ):
+        preload()
 
 
 @contextlib.contextmanager

@@ -263,13 +263,20 @@ def train_stage1(
         merged, head, tokenizer, profiles, mu, sd, cfg
     )
     message = f"stage 1 reconstruction R² on fresh draws: {record['stage1_fresh_draw_r2']:.3f}"
-    if n_held:
-        record["stage1_held_out_r2"] = reconstruction_r2(
-            merged, head, tokenizer, held_out, mu, sd, cfg
+    fitted_lines = set(profiles.cell_lines)
+    new_lines = [i for i, line in enumerate(held_out.cell_lines) if line not in fitted_lines]
+    record["stage1_held_out_new_cell_line_profiles"] = len(new_lines)
+    # every held-out profile, then those whose cell line stage 1 never saw (other wells of a
+    # fitted cell line are easier)
+    for key, rows in (("held_out", range(n_held)), ("held_out_new_cell_line", new_lines)):
+        if len(rows) < 2:
+            continue
+        subset = held_out.subset(list(rows))
+        record[f"stage1_{key}_r2"] = reconstruction_r2(merged, head, tokenizer, subset, mu, sd, cfg)
+        record[f"stage1_{key}_count_probe_r2"] = sentence_count_probe_r2(
+            tokenizer, model.config.vocab_size, profiles, subset, mu, sd, cfg
         )
-        record["stage1_held_out_count_probe_r2"] = sentence_count_probe_r2(
-            tokenizer, model.config.vocab_size, profiles, held_out, mu, sd, cfg
-        )
+    if "stage1_held_out_r2" in record:
         message += (
             f" (training profiles), {record['stage1_held_out_r2']:.3f} (held-out profiles; "
             f"ridge on the sentences' gene counts: {record['stage1_held_out_count_probe_r2']:.3f})"
