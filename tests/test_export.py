@@ -1,8 +1,10 @@
 """Export: LoRA merge, the two graphs, the parity gate, and the bundle contract."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 torch = pytest.importorskip("torch", reason="the export tests need the [export] extra (torch)")
@@ -114,6 +116,16 @@ def test_parity_results_are_recorded(exported):
     }
     assert all(r.max_abs < 1e-5 for r in results)
     assert load_bundle(out).manifest["parity"] == manifest["parity"]
+
+
+def test_graphs_carry_no_exporter_debug_metadata(exported):
+    """No source paths or stack traces: the same weights give the same bytes from any checkout."""
+    _padding, _model, out, _manifest, _results = exported
+    checkout = str(Path(__file__).resolve().parents[1]).encode()
+    for name in ("backbone.onnx", "flexpert.onnx"):
+        assert checkout not in (out / name).read_bytes()
+        graph = onnx.load(out / name).graph
+        assert not any(node.metadata_props for node in graph.node)
 
 
 def test_manifest_contract(exported):

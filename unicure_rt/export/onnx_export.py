@@ -47,5 +47,19 @@ def export_graph(
             dynamic_shapes=graph.dynamic_shapes(dims),
             verbose=False,
         )
+        drop_debug_metadata(program.model)
         program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_THRESHOLD)
     return path
+
+
+def drop_debug_metadata(model) -> None:
+    """Remove the exporter's per-node debug metadata (source stack traces, FX names).
+
+    It holds absolute paths and line numbers of the exporting checkout, so without this the
+    same weights give different files from different checkouts; it is also most of the
+    bytes of a small graph's structure. Nothing at run time reads it.
+    """
+    graphs = [model.graph, *model.functions.values()]
+    for graph in graphs:
+        for node in graph.all_nodes():
+            node.metadata_props.clear()
