@@ -28,8 +28,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unicure_rt"
 LANDMARKS = (PACKAGE / "data" / "landmark_genes.txt").read_text().split()
 
 PREAMBLE = """
-import os, sys, time
+import os, signal, sys, time
 marker, stage = os.environ["UNICURE_TEST_MARKER"], os.environ["UNICURE_TEST_STAGE"]
+# a test run started in the background (`cmd &`) inherits SIGINT ignored, and so would this
+# child; a user at a terminal has Ctrl-C, so give the child Python's own handler back
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def touch():
     if not os.path.exists(marker):
