@@ -334,12 +334,11 @@ def render(record: dict) -> str:
     add("```")
     add("")
     add(
-        "A second run of this command on the same machine (2026-11-25) gave byte-identical "
-        "weights "
-        "(`model.safetensors`) and graphs (`backbone.onnx`, `flexpert.onnx`, "
-        "`drug_encoder.onnx`) and the same library content (`content_sha256`); the library file "
-        "is byte-identical too when `SOURCE_DATE_EPOCH` fixes its time stamp. This card's "
-        "timings are measured anew on every run."
+        "A second run of this command from a fresh clone at another path (2026-11-25) gave "
+        "byte-identical weights (`model.safetensors`) and graphs (`backbone.onnx`, "
+        "`flexpert.onnx`, `drug_encoder.onnx`) and the same library content "
+        "(`content_sha256`); the library file differed only in its `created` time stamp, which "
+        "`SOURCE_DATE_EPOCH` fixes. This card's timings are measured anew on every run."
     )
     add("")
 
