@@ -38,7 +38,7 @@ from common import BENCH, DEFAULT_WORK, add_paths, machine, target
 add_paths()
 
 import models  # noqa: E402 - after add_paths
-from report import write_section  # noqa: E402
+from report import status_cell, write_section  # noqa: E402
 from w1_flexpert import (  # noqa: E402
     N_DRUGS,
     N_DRUGS_QUICK,
@@ -155,8 +155,9 @@ def section(result: dict) -> str:
         lines.append(f"| {e['label']} | {e['provider']} | " + " | ".join(cells) + " |")
     lines += ["", "| target | goal | measured | result |", "| --- | --- | --- | --- |"]
     for t in result["targets"]:
-        status = {True: "**pass**", False: "**FAIL**", None: "info"}[t["passed"]]
-        lines.append(f"| {t['target']} | {t['goal']} | {t['measured']} | {status} |")
+        lines.append(
+            f"| {t['target']} | {t['goal']} | {t['measured']} | {status_cell(t['passed'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 SECTIONS = Path(__file__).with_name("sections")
 
 
-def _status(passed) -> str:
+def status_cell(passed) -> str:
     return {True: "**pass**", False: "**FAIL**", None: "info"}[passed]
 
 
@@ -33,7 +33,7 @@ def _targets(results: dict) -> list[str]:
             measured = t["measured"].replace("|", "&#124;")
             lines.append(
                 f"| {name} | {t['target']} | {t['goal']} | {measured} | "
-                f"{_status(t['passed'])} | {t['note']} |"
+                f"{status_cell(t['passed'])} | {t['note']} |"
             )
     return lines
 
