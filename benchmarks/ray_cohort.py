@@ -149,9 +149,8 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
-    from unicure_rt.engines.cohort import LoadOptions
     from unicure_rt.engines.ray_engine import score_cohort
-    from unicure_rt.inputs import load_patient
+    from unicure_rt.inputs import LoadOptions, load_patient
     from unicure_rt.runtime import RuntimeOptions
     from unicure_rt.score import ScoreOptions, resolve_library, score_patient
 

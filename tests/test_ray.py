@@ -34,6 +34,12 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def score_on_ray(inputs, bundle, out, *extra):
+    """`unicure-rt score INPUTS --engine ray` against the cohort's solid-tissue normals."""
+    args = ("--engine", "ray", "--bundle", bundle, "--normal-where", NORMAL_WHERE, "--out", out)
+    return invoke("score", inputs, *args, *extra)
+
+
 def big_table(adata: anndata.AnnData) -> pd.DataFrame:
     """Counts of 18 tumour profiles and the 5 normals, genes x samples: two blocks of 16 + 2.
 
@@ -103,21 +109,7 @@ def ray_cohort(cohort, tiny_bundle, tmp_path_factory) -> Path:
     if ray.is_initialized():  # left by `ray_cluster`: the command must start its own
         ray.shutdown()
     out = tmp_path_factory.mktemp("ray") / "out"
-    result = invoke(
-        "score",
-        cohort,
-        "--engine",
-        "ray",
-        "--workers",
-        "2",
-        "--bundle",
-        tiny_bundle,
-        "--normal-where",
-        NORMAL_WHERE,
-        "--out",
-        out,
-        "--quiet",
-    )
+    result = score_on_ray(cohort, tiny_bundle, out, "--workers", "2", "--quiet")
     assert result.exit_code == 0, result.output
     assert not ray.is_initialized()  # the local cluster it started is gone
     return out
@@ -193,18 +185,7 @@ def test_a_bad_file_stops_the_cohort_before_scoring(cohort, tiny_bundle, tmp_pat
     adata = anndata.read_h5ad(cohort / "c_third.h5ad")
     adata[[n for n in adata.obs_names if "-01A" in n]].copy().write_h5ad(folder / "no_normal.h5ad")
     out = tmp_path / "out"
-    result = invoke(
-        "score",
-        folder,
-        "--engine",
-        "ray",
-        "--bundle",
-        tiny_bundle,
-        "--normal-where",
-        NORMAL_WHERE,
-        "--out",
-        out,
-    )
+    result = score_on_ray(folder, tiny_bundle, out)
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "1 of 3 input files cannot be scored" in text and "no_normal.h5ad" in text
@@ -227,18 +208,7 @@ def test_a_profile_refused_by_a_worker_is_a_clean_error(cohort, tiny_bundle, tmp
     adata.X = values
     adata.write_h5ad(folder / "z_empty.h5ad")
     out = tmp_path / "out"
-    result = invoke(
-        "score",
-        folder,
-        "--engine",
-        "ray",
-        "--bundle",
-        tiny_bundle,
-        "--normal-where",
-        NORMAL_WHERE,
-        "--out",
-        out,
-    )
+    result = score_on_ray(folder, tiny_bundle, out)
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "1 block(s) of profiles could not be scored" in text and "z_empty.h5ad" in text
@@ -275,10 +245,7 @@ def test_local_engine_scores_one_file(cohort, tiny_bundle, tmp_path):
 def test_missing_ray_is_a_clean_error(cohort, tiny_bundle, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     out = tmp_path / "out"
-    result = invoke(
-        "score", cohort, "--engine", "ray", "--bundle", tiny_bundle,
-        "--normal-where", NORMAL_WHERE, "--out", out,
-    )  # fmt: skip
+    result = score_on_ray(cohort, tiny_bundle, out)
     assert result.exit_code == 2, result.output
     assert "pip install 'unicure-rt[ray]'" in " ".join(result.output.split())
     assert not out.exists()

@@ -31,7 +31,7 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -752,6 +752,22 @@ def _match_normals(tumour: _Profiles, normal: _Profiles) -> tuple[pd.DataFrame, 
             else f"mean of {len(normal.log2)} normal sample{plural}"
         )
     return pd.DataFrame(rows, index=tumour.log2.index), sources
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """The options of `load_patient` as one value (one patient, or every file of a cohort)."""
+
+    layer: str | None = None
+    gene_key: str | None = None
+    sample_key: str | None = None
+    group_key: str | None = None
+    min_cells: int = 10
+    normal: Path | None = None
+    normal_where: str | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def load_patient(

@@ -36,7 +36,7 @@ from unicure_rt.cli.options import (
 )
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
-from unicure_rt.inputs import load_patient
+from unicure_rt.inputs import LoadOptions, load_patient
 from unicure_rt.outputs import refuse_existing
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import (
@@ -129,19 +129,22 @@ def score(
     started = time.perf_counter()
     if engine not in ENGINES:
         raise UserError(f"Unknown --engine '{engine}'. Choose local or ray.")
+    load = LoadOptions(
+        layer=layer,
+        gene_key=gene_key,
+        sample_key=sample_key,
+        group_key=group_key,
+        min_cells=min_cells,
+        normal=normal,
+        normal_where=normal_where,
+    )
     if engine == "ray":
         _score_on_ray(
             input=input,
             out=out,
             bundle=bundle,
             drugs=drugs,
-            normal=normal,
-            normal_where=normal_where,
-            layer=layer,
-            gene_key=gene_key,
-            sample_key=sample_key,
-            group_key=group_key,
-            min_cells=min_cells,
+            load=load,
             doses=doses,
             draws=draws,
             seed=seed,
@@ -183,16 +186,7 @@ def score(
     )
     loaded = load_bundle(bundle)
     library = resolve_library(loaded, drugs)
-    patient = load_patient(
-        input,
-        layer=layer,
-        gene_key=gene_key,
-        sample_key=sample_key,
-        group_key=group_key,
-        min_cells=min_cells,
-        normal=normal,
-        normal_where=normal_where,
-    )
+    patient = load_patient(input, **load.kwargs())
     with _progress(quiet or as_json) as progress:
         tasks: dict[str, int] = {}
 
@@ -226,13 +220,7 @@ def _score_on_ray(
     out: Path | None,
     bundle: Path | None,
     drugs: Path | None,
-    normal: Path | None,
-    normal_where: str | None,
-    layer: str | None,
-    gene_key: str | None,
-    sample_key: str | None,
-    group_key: str | None,
-    min_cells: int,
+    load: LoadOptions,
     doses: str | None,
     draws: int,
     seed: int,
@@ -261,7 +249,6 @@ def _score_on_ray(
             "--engine ray writes its results to a folder: give --out DIR (the ranking of a "
             "cohort is too large to print)."
         )
-    from unicure_rt.engines.cohort import LoadOptions
     from unicure_rt.engines.ray_engine import score_cohort
 
     options = ScoreOptions(
@@ -269,15 +256,6 @@ def _score_on_ray(
         draws=draws,
         seed=seed,
         runtime=RuntimeOptions(device=device, fp16=fp16, threads=threads),
-    )
-    load = LoadOptions(
-        layer=layer,
-        gene_key=gene_key,
-        sample_key=sample_key,
-        group_key=group_key,
-        min_cells=min_cells,
-        normal=normal,
-        normal_where=normal_where,
     )
 
     def started(engine: dict) -> None:

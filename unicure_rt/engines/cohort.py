@@ -31,7 +31,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from unicure_rt.embed import embed_profiles
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import (
     TABLE_SUFFIXES,
+    LoadOptions,
     PatientProfiles,
     check_coverage,
     gene_coverage,
@@ -126,22 +127,6 @@ def find_inputs(paths: Sequence[Path], *, normal: Path | None = None) -> CohortI
             "once; remove the repeats (a folder already includes its files)."
         )
     return CohortInputs(files, skipped)
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """The `load_patient` options, the same for every file of the cohort."""
-
-    layer: str | None = None
-    gene_key: str | None = None
-    sample_key: str | None = None
-    group_key: str | None = None
-    min_cells: int = 10
-    normal: Path | None = None
-    normal_where: str | None = None
-
-    def kwargs(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

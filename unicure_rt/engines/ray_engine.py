@@ -40,7 +40,6 @@ from unicure_rt.engines.cohort import (
     BlockScorer,
     CohortInputs,
     CoverageSpec,
-    LoadOptions,
     block_size,
     block_summary,
     cohort_run_record,
@@ -51,6 +50,7 @@ from unicure_rt.engines.cohort import (
     write_part,
 )
 from unicure_rt.errors import UserError
+from unicure_rt.inputs import LoadOptions
 from unicure_rt.outputs import refuse_existing, staged_output_dir
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import ScoreOptions, resolve_library
