@@ -49,8 +49,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -65,12 +63,16 @@ import pyarrow.parquet as pq
 from unicure_rt import __version__
 from unicure_rt.bundle import creation_time
 from unicure_rt.errors import UserError
+from unicure_rt.outputs import refuse_existing, staged_output_file
 
 if TYPE_CHECKING:
     from unicure_rt.bundle import Bundle
 
 REFERENCE_DOSES_UM = (0.04, 0.12, 0.37, 1.11, 3.33, 10.0)
 DRUG_VECTOR_LENGTH = 528
+
+MAX_SMILES_CHARS = 10_000  # bounds RDKit's work per molecule (its parse and fingerprint are
+MAX_ATOMS = 1_000  # superlinear in size: a 20,000-atom chain takes ~1 s, 200,000 atoms minutes)
 
 LIBRARY_FORMAT_VERSION = 1
 LIBRARY_METADATA_KEY = "unicure_rt.library"
@@ -189,16 +191,19 @@ def _quiet_rdkit() -> Iterator[None]:
 
 
 def _parse(smiles: Sequence[Any]) -> list[Any]:
-    """RDKit molecules (None where the SMILES is missing, empty or invalid)."""
+    """RDKit molecules (None where the SMILES is missing, empty, invalid, or larger than
+    `MAX_SMILES_CHARS` characters / `MAX_ATOMS` atoms: no drug is that large, and RDKit's work
+    on such a string is unbounded)."""
     from rdkit import Chem
 
     mols = []
     with _quiet_rdkit():
         for s in smiles:
-            if not isinstance(s, str) or not s.strip():
+            if not isinstance(s, str) or not s.strip() or len(s) > MAX_SMILES_CHARS:
                 mols.append(None)
                 continue
-            mols.append(Chem.MolFromSmiles(s.strip()))
+            mol = Chem.MolFromSmiles(s.strip())
+            mols.append(mol if mol is not None and mol.GetNumAtoms() <= MAX_ATOMS else None)
     return mols
 
 
@@ -394,9 +399,9 @@ def encode_smiles(smiles: Sequence[str], bundle: Bundle) -> np.ndarray:
     if not valid.all():
         bad = [repr(smiles[i]) for i in np.flatnonzero(~valid)[:5]]
         raise UserError(
-            f"{int((~valid).sum())} of {len(smiles)} SMILES could not be parsed by RDKit "
-            f"(e.g. {', '.join(bad)}). Check them, e.g. by copying the canonical SMILES from "
-            "PubChem."
+            f"{int((~valid).sum())} of {len(smiles)} SMILES could not be parsed by RDKit or are "
+            f"larger than {MAX_ATOMS:,} atoms (e.g. {', '.join(bad)}). Check them, e.g. by "
+            "copying the canonical SMILES from PubChem."
         )
     return _run_encoder(encoder, fps)
 
@@ -661,16 +666,17 @@ class LibrarySummary:
 
 
 class _LibraryWriter:
-    """Streams row groups into a temporary file next to ``out``; ``finish`` renames it."""
+    """Streams row groups into ``target`` (a staged file that becomes ``out`` on success)."""
 
-    def __init__(self, out: Path, schema: pa.Schema, dim: int, dtype: EmbeddingDtype) -> None:
+    def __init__(
+        self, out: Path, target: Path, schema: pa.Schema, dim: int, dtype: EmbeddingDtype
+    ) -> None:
         self.out, self.dim, self.dtype = out, dim, dtype
         self.value_type = pa.from_numpy_dtype(np.dtype(dtype))
         self.schema = schema.append(pa.field("embedding", pa.list_(self.value_type, dim), False))
-        self.tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
             self.writer = pq.ParquetWriter(
-                self.tmp,
+                target,
                 self.schema,
                 compression="zstd",
                 use_dictionary=[f.name for f in schema],
@@ -728,7 +734,7 @@ class _LibraryWriter:
             self.writer.write_table(table.slice(start, ROW_GROUP_SIZE))
         self.n += table.num_rows
 
-    def finish(self, info: dict[str, Any], force: bool) -> tuple[str, float | None]:
+    def finish(self, info: dict[str, Any]) -> tuple[str, float | None]:
         sha = _content_digest(self.ids_hash.digest(), self.emb_hash.digest())
         change = self.max_change if self.dtype == "float16" else None
         info = {
@@ -744,36 +750,19 @@ class _LibraryWriter:
         }
         self.writer.add_key_value_metadata({LIBRARY_METADATA_KEY: json.dumps(info)})
         self.writer.close()
-        if self.out.exists() and not force:
-            raise _exists(self.out)
-        os.replace(self.tmp, self.out)
         return sha, change
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
-        self.tmp.unlink(missing_ok=True)
 
 
-def _exists(out: Path) -> UserError:
-    return UserError(
-        f"'{out}' already exists; not overwriting it. Pass --force (force=True) to replace it, "
-        "or choose another --out path."
-    )
-
-
-def _prepare_out(out: Path | str, force: bool) -> Path:
+def _prepare_out(out: Path | str, force: bool, inputs: Sequence[Path]) -> Path:
+    """Refuse a folder, an input of the run, or an existing file without `force`."""
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out '{out}' is a directory; give a file name such as 'drugs.parquet'.")
-    if out.exists() and not force:
-        raise _exists(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(
-            f"Cannot create the folder for '{out}' ({exc}); choose another --out."
-        ) from None
+    refuse_existing(out, force, inputs)
     return out
 
 
@@ -950,7 +939,8 @@ def build_library(
     metadata. The file appears at ``out`` only when complete (temporary file, then rename).
     """
     encoder = _encoder(bundle)
-    out = _prepare_out(out, force)
+    inputs = _paths([smiles_table, bundle.path])
+    out = _prepare_out(out, force, inputs)
     frame = smiles_table.copy() if isinstance(smiles_table, pd.DataFrame) else None
     if frame is None:
         frame = read_table(smiles_table)
@@ -970,8 +960,39 @@ def build_library(
             f"{', '.join(frame.columns[:20])}). Name one with --id-column or --name-column."
         )
     meta = _metadata_frame(frame, id_col or name_col, name_col, smiles_col)
-    writer = _LibraryWriter(out, _metadata_schema(meta), encoder.dim, dtype)
     invalid: list[str] = []
+    with staged_output_file(out, force=force, inputs=inputs) as target:
+        writer = _LibraryWriter(out, target, _metadata_schema(meta), encoder.dim, dtype)
+        _build_rows(writer, meta, encoder, invalid, smiles_col)
+        info = {
+            "encoder_id": encoder.id,
+            "encoder": {k: v for k, v in bundle.drug_encoder.items() if k != "id"},
+            "source": source or _source_name(smiles_table),
+            "license": license,
+            "n_invalid_smiles": len(invalid),
+        }
+        sha, change = writer.finish(info)
+    return LibrarySummary(
+        path=out,
+        n_drugs=writer.n,
+        encoder_id=encoder.id,
+        content_sha256=sha,
+        embedding_dtype=dtype,
+        size_bytes=out.stat().st_size,
+        invalid=invalid,
+        float16_max_abs_change=change,
+    )
+
+
+def _paths(items: Sequence[Any]) -> list[Path]:
+    return [Path(p) for p in items if isinstance(p, (str, Path))]
+
+
+def _build_rows(
+    writer: _LibraryWriter, meta: pd.DataFrame, encoder: _Encoder, invalid: list, smiles_col: str
+) -> None:
+    """Fingerprint and embed `meta` in batches into `writer`; ids of unparsable rows go to
+    `invalid`. The writer is closed on any error (the staged file is then removed)."""
     try:
         for start in range(0, len(meta), ENCODE_BATCH):
             chunk = meta.iloc[start : start + ENCODE_BATCH]
@@ -987,27 +1008,9 @@ def build_library(
                 "RDKit, so the library would be empty. Check that --smiles-column names the "
                 "column with SMILES strings."
             )
-        info = {
-            "encoder_id": encoder.id,
-            "encoder": {k: v for k, v in bundle.drug_encoder.items() if k != "id"},
-            "source": source or _source_name(smiles_table),
-            "license": license,
-            "n_invalid_smiles": len(invalid),
-        }
-        sha, change = writer.finish(info, force)
     except BaseException:
         writer.abort()
         raise
-    return LibrarySummary(
-        path=out,
-        n_drugs=writer.n,
-        encoder_id=encoder.id,
-        content_sha256=sha,
-        embedding_dtype=dtype,
-        size_bytes=out.stat().st_size,
-        invalid=invalid,
-        float16_max_abs_change=change,
-    )
 
 
 def _source_name(table: Any) -> str:
@@ -1041,7 +1044,7 @@ def import_library(
             "Uni-Mol embeddings; it must equal the `drug_encoder.id` of the bundle that will use "
             "the library."
         )
-    out = _prepare_out(out, force)
+    out = _prepare_out(out, force, _paths([table]))
     frame = table.copy() if isinstance(table, pd.DataFrame) else read_table(table)
     if isinstance(table, pd.DataFrame):
         if not isinstance(frame.index, pd.RangeIndex):
@@ -1091,11 +1094,15 @@ def import_library(
         )
     meta = _metadata_frame(frame, id_col, name_col, smiles_col, drop=emb_cols)
     embeddings = frame[emb_cols].to_numpy(dtype=np.float64)
-    writer = _LibraryWriter(out, _metadata_schema(meta), len(emb_cols), dtype)
-    try:
-        for start in range(0, len(meta), ENCODE_BATCH):
-            stop = start + ENCODE_BATCH
-            writer.write(meta.iloc[start:stop], embeddings[start:stop])
+    with staged_output_file(out, force=force, inputs=_paths([table])) as target:
+        writer = _LibraryWriter(out, target, _metadata_schema(meta), len(emb_cols), dtype)
+        try:
+            for start in range(0, len(meta), ENCODE_BATCH):
+                stop = start + ENCODE_BATCH
+                writer.write(meta.iloc[start:stop], embeddings[start:stop])
+        except BaseException:
+            writer.abort()
+            raise
         info = {
             "encoder_id": str(encoder_id),
             "encoder": {"kind": PRECOMPUTED_KIND},
@@ -1103,10 +1110,7 @@ def import_library(
             "license": license,
             "n_invalid_smiles": 0,
         }
-        sha, change = writer.finish(info, force)
-    except BaseException:
-        writer.abort()
-        raise
+        sha, change = writer.finish(info)
     return LibrarySummary(
         path=out,
         n_drugs=writer.n,

@@ -430,7 +430,7 @@ def export_finetuned(
     bundle: Bundle, result: FinetuneResult, out: Path, *, force: bool = False
 ) -> dict:
     """Copy the base bundle, fold the adaptor into `flexpert.onnx`, check parity, re-hash."""
-    with staged_output_dir(out, force=force) as staging:
+    with staged_output_dir(out, force=force, inputs=[bundle.path], kind="bundle") as staging:
         for rel in bundle.manifest["files"]:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle.path / rel, staging / rel)

@@ -32,11 +32,18 @@ border:1px solid #f0b36a;padding:.5rem .8rem;border-radius:4px}img{max-width:100
 
 
 def _figures(result: ScoreResult, top: int, out: Path) -> dict[str, Path]:
+    """Draw the report's figures with mathtext off: sample ids and drug names are data, and a
+    '$' in one must print as itself, not crash the figure as a formula."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _draw_figures(plt, result, top, out)
+
+
+def _draw_figures(plt, result: ScoreResult, top: int, out: Path) -> dict[str, Path]:
     ranking, doses = result.ranking, result.run["doses_uM"]
     profiles = list(dict.fromkeys(ranking["profile"]))
     figures = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -370,10 +370,13 @@ def write_score_outputs(
     input_files: list[Path],
     started: float,
     report_top: int | None = None,
+    protect: Sequence[Path | None] = (),
 ) -> Path:
     """Write ranking.csv/.parquet, predictions.parquet (if any), run.json and, with
-    `report_top`, report.html and its figures; all appear at once or not at all."""
-    with staged_output_dir(out, force=force) as staging:
+    `report_top`, report.html and its figures; all appear at once or not at all. `out` may not
+    be, hold or lie inside an input file, nor any path of `protect` (bundle, library)."""
+    inputs = [*input_files, *protect]
+    with staged_output_dir(out, force=force, inputs=inputs, kind="score") as staging:
         t0 = time.perf_counter()
         result.ranking.to_parquet(staging / "ranking.parquet", index=False)
         result.ranking.to_csv(staging / "ranking.csv", index=False)

@@ -48,6 +48,15 @@ def read_ranking(path: Path) -> pd.DataFrame:
             f"'{path}' lacks the column(s) {', '.join(sorted(missing))}; it is not a ranking "
             "written by `unicure-rt score`."
         )
+    ranks = pd.to_numeric(table["rank"], errors="coerce")
+    bad = table["rank"][ranks.isna() | ~np.isfinite(ranks.to_numpy(dtype=float, na_value=np.nan))]
+    if len(bad):
+        raise UserError(
+            f"'{path}' has {len(bad)} rank(s) that are not finite numbers (e.g. "
+            f"{str(bad.iloc[0])[:40]!r}); a `unicure-rt score` ranking holds whole-number ranks. "
+            "Re-run `unicure-rt score`, or fix the rank column."
+        )
+    table["rank"] = ranks
     return table
 
 
@@ -141,12 +150,18 @@ def differential_drugs(
 
 
 def plot_strata(strata: Strata, out: Path, top: int = 15) -> list[Path]:
-    """Elbow + silhouette, PCA of samples by cluster, and the top differential drugs (PNG)."""
+    """Elbow + silhouette, PCA of samples by cluster, and the top differential drugs (PNG);
+    mathtext is off, so a '$' in a drug name prints as itself."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _draw_strata(plt, strata, out, top)
+
+
+def _draw_strata(plt, strata: Strata, out: Path, top: int) -> list[Path]:
     paths = []
     fig, left = plt.subplots(figsize=(6, 4))
     sel = strata.k_selection

@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from unicure_rt.bundle import MANIFEST, Bundle, load_bundle
+from unicure_rt.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, load_bundle
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import refuse_existing, staged_output_dir
 
@@ -197,7 +197,8 @@ def export_triton(
     from unicure_rt.engines import triton_client
 
     out = Path(out)
-    refuse_existing(out, force)
+    protect = [bundle_path or DEFAULT_BUNDLE]
+    refuse_existing(out, force, protect)
     bundle = load_bundle(bundle_path)
     missing = [g for g in GRAPHS if g not in bundle.manifest.get("graphs", {})]
     if missing:
@@ -206,7 +207,7 @@ def export_triton(
             "there is nothing to serve. Export a complete bundle with `unicure-rt export`."
         )
     configs = {graph: model_config(bundle, graph, options) for graph in GRAPHS}
-    with staged_output_dir(out, force=force) as staging:
+    with staged_output_dir(out, force=force, inputs=protect, kind="triton") as staging:
         for graph in GRAPHS:
             version = staging / graph / VERSION
             version.mkdir(parents=True)

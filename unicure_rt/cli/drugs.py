@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unicure_rt import drugs
+from unicure_rt.cli.common import report_errors
 
 app = typer.Typer(
     help=(
@@ -86,10 +87,14 @@ def _report(summary: drugs.LibrarySummary, title: str) -> None:
     if summary.invalid:
         shown = ", ".join(summary.invalid[:10])
         more = f" and {summary.n_invalid - 10} more" if summary.n_invalid > 10 else ""
-        console.print(f"[yellow]Skipped (SMILES RDKit cannot parse): {shown}{more}[/yellow]")
+        console.print(
+            f"[yellow]Skipped (SMILES RDKit cannot parse, or over "
+            f"{drugs.MAX_ATOMS:,} atoms): {shown}{more}[/yellow]"
+        )
 
 
 @app.command("build")
+@report_errors
 def build(
     smiles_table: Annotated[
         Path,
@@ -133,6 +138,7 @@ def build(
 
 
 @app.command("import")
+@report_errors
 def import_(
     table: Annotated[
         Path,

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from unicure_rt.bundle import load_bundle
+from unicure_rt import __version__
+from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.cli.common import console, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
@@ -27,7 +28,7 @@ from unicure_rt.cli.options import (
 from unicure_rt.embed import embedding_table
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import load_profiles
-from unicure_rt.outputs import refuse_existing, staged_output_file
+from unicure_rt.outputs import refuse_existing, staged_output_file, write_marked_parquet
 from unicure_rt.runtime import RuntimeOptions
 
 OBSM_KEY = "X_unicure"
@@ -71,7 +72,8 @@ def embed(
             "With an .h5ad --out every observation is embedded on its own; leave out "
             "--sample-key and --group-key (or write a .parquet file of profiles instead)."
         )
-    refuse_existing(out, force)
+    protect = [input, bundle or DEFAULT_BUNDLE]
+    refuse_existing(out, force, protect)
     loaded = load_bundle(bundle)
     profiles = load_profiles(
         input,
@@ -84,7 +86,7 @@ def embed(
     runtime = RuntimeOptions(device=device, threads=threads)
     with console.status(f"embedding {len(profiles.tumour)} profile(s)"):
         table = embedding_table(loaded, profiles, seed=seed, draws=draws, runtime=runtime)
-    with staged_output_file(out, force=force) as target:
+    with staged_output_file(out, force=force, inputs=protect) as target:
         if per_observation:
             import anndata
 
@@ -92,9 +94,10 @@ def embed(
             columns = [c for c in table.columns if c.startswith("emb_")]
             embeddings = table.set_index("profile").loc[adata.obs_names.astype(str), columns]
             adata.obsm[OBSM_KEY] = embeddings.to_numpy()
+            adata.uns["unicure_rt"] = {"kind": "embed", "version": __version__}
             adata.write_h5ad(target)
         else:
-            table.to_parquet(target, index=False)
+            write_marked_parquet(table, target, "embed")
     console.print(
         f"Wrote {len(table)} embeddings to {escape(str(out))} ({table.attrs['provider']})."
     )

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from unicure_rt.bundle import load_bundle
+from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.cli.common import console, report_errors
 from unicure_rt.cli.options import BundleOpt, ForceOpt, SeedOpt
 from unicure_rt.errors import UserError
@@ -62,9 +62,10 @@ def finetune_command(
             f"Fine-tuning needs the training side ({exc.name} is not installed): "
             "`pip install 'unicure-rt[export]'`."
         ) from None
-    refuse_existing(out, force)
+    protect = [paired, bundle or DEFAULT_BUNDLE]
+    refuse_existing(out, force, protect)
     if export is not None:
-        refuse_existing(export, force)
+        refuse_existing(export, force, [*protect, out])
     base = load_bundle(bundle)
     data = ft.read_paired(
         paired,
@@ -89,7 +90,7 @@ def finetune_command(
             options,
             progress=lambda e, total, loss: bar.update(task, completed=e, loss=loss),
         )
-    with staged_output_dir(out, force=force) as staging:
+    with staged_output_dir(out, force=force, inputs=protect, kind="finetune") as staging:
         ft.save_adaptor(result, staging / "checkpoint", base)
         result.evaluation.to_csv(staging / "evaluation.csv", index=False)
     if export is not None:

@@ -46,7 +46,10 @@ GroupKeyOpt = Annotated[
 MinCellsOpt = Annotated[
     int, typer.Option("--min-cells", min=1, help="Smallest group of cells that is scored.")
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the cell-sentence sampling.")]
+SeedOpt = Annotated[
+    int,
+    typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the cell-sentence sampling."),
+]
 DrawsOpt = Annotated[
     int, typer.Option("--draws", min=1, help="Cell sentences per profile (embeddings averaged).")
 ]

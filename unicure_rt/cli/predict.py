@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from unicure_rt.bundle import load_bundle
+from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.cli.common import console, parse_doses, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
@@ -31,7 +31,7 @@ from unicure_rt.cli.options import (
 from unicure_rt.drugs import REFERENCE_DOSES_UM, encode_smiles
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import load_profiles
-from unicure_rt.outputs import refuse_existing, staged_output_file
+from unicure_rt.outputs import refuse_existing, staged_output_file, write_marked_parquet
 from unicure_rt.predict import largest_changes, predict_expression
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import resolve_library
@@ -69,10 +69,12 @@ def predict(
     """Predict the treated expression of every profile of INPUT under the given drugs and doses."""
     if not drug and not smiles:
         raise UserError("Name at least one drug: --drug NAME_OR_ID (from the library) or --smiles.")
+    dose_list = parse_doses(doses) or REFERENCE_DOSES_UM
+    protect = [input, drugs, bundle or DEFAULT_BUNDLE]
     if out is not None:
         if out.suffix.lower() not in (".parquet", ".csv"):
             raise UserError(f"--out must end in .parquet or .csv (got '{out.name}').")
-        refuse_existing(out, force)
+        refuse_existing(out, force, protect)
     loaded = load_bundle(bundle)
     ids, parts = [], []
     if drug:
@@ -96,17 +98,17 @@ def predict(
         profiles,
         ids,
         np.concatenate(parts).astype(np.float32),
-        parse_doses(doses) or REFERENCE_DOSES_UM,
+        dose_list,
         seed=seed,
         draws=draws,
         runtime=RuntimeOptions(device=device, threads=threads),
     )
     if out is not None:
-        with staged_output_file(out, force=force) as target:
+        with staged_output_file(out, force=force, inputs=protect) as target:
             if out.suffix.lower() == ".csv":
                 predictions.to_csv(target, index=False)
             else:
-                predictions.to_parquet(target, index=False)
+                write_marked_parquet(predictions, target, "predict")
     table = Table(title="Largest predicted changes (predicted - input, log2)")
     for column in ("profile", "drug", "dose µM", "genes"):
         table.add_column(column)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from unicure_rt.bundle import load_bundle
+from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.cli.common import console, parse_doses, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
@@ -175,8 +175,9 @@ def score(
     input = input[0]
     if report and out is None:
         raise UserError("--report writes report.html into the output folder: give --out DIR too.")
+    protect = [input, normal, drugs, bundle or DEFAULT_BUNDLE]
     if out is not None:
-        refuse_existing(out, force)
+        refuse_existing(out, force, protect)
     options = ScoreOptions(
         doses=parse_doses(doses) or REFERENCE_DOSES_UM,
         draws=draws,
@@ -207,6 +208,7 @@ def score(
             input_files=inputs,
             started=started,
             report_top=top if report else None,
+            protect=protect,
         )
     if as_json:
         print(json.dumps(top_drugs_json(result, top), indent=1))

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from unicure_rt.cli.common import console, report_errors
 from unicure_rt.cli.options import ForceOpt
-from unicure_rt.outputs import staged_output_dir
+from unicure_rt.outputs import refuse_existing, staged_output_dir
 from unicure_rt.scoring import drug_labels
 from unicure_rt.stratify import plot_strata, read_ranking, stratify
 
@@ -25,13 +25,16 @@ def stratify_command(
     k: Annotated[
         int | None, typer.Option("--k", help="Number of clusters (default: best silhouette).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="k-means and PCA seed.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=2**32 - 1, help="k-means and PCA seed.")
+    ] = 0,
     top: Annotated[int, typer.Option("--top", min=1, help="Drugs shown and plotted.")] = 15,
     force: ForceOpt = False,
 ) -> None:
     """Cluster samples by their drug ranks and test which drugs differ between clusters."""
+    refuse_existing(out, force, [ranking])
     strata = stratify(read_ranking(ranking), k=k, seed=seed)
-    with staged_output_dir(out, force=force) as staging:
+    with staged_output_dir(out, force=force, inputs=[ranking], kind="stratify") as staging:
         strata.clusters.to_csv(staging / "clusters.csv", index=False)
         strata.k_selection.to_csv(staging / "k_selection.csv", index=False)
         strata.differential.to_csv(staging / "differential_drugs.csv", index=False)

@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from unicure_rt.bundle import load_bundle
+from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.engines.cohort import (
     RANKING,
     BlockScorer,
@@ -232,7 +232,8 @@ def score_cohort(
     """
     started = time.perf_counter()
     out = Path(out).resolve()
-    refuse_existing(out, force)
+    protect = [*paths, load.normal, drugs, bundle or DEFAULT_BUNDLE]
+    refuse_existing(out, force, protect)
     ray = import_ray()
     loaded = load_bundle(bundle)
     library = resolve_library(loaded, drugs)
@@ -280,7 +281,7 @@ def score_cohort(
         _file_errors(metas, inputs)
         timings["reading_s"] = time.perf_counter() - t0
 
-        with staged_output_dir(out, force=force) as staging:
+        with staged_output_dir(out, force=force, inputs=protect, kind="score-ray") as staging:
             t0 = time.perf_counter()
             scored = parsed.map_batches(
                 _ScoreBlocks,

@@ -41,6 +41,7 @@ class ExportOptions:
     library: str | None = None  # bundle-relative path of the default drug library
     provenance: dict = field(default_factory=dict)
     force: bool = False
+    inputs: list[Path] = field(default_factory=list)  # files read; --out may not be or hold one
     precision: str = "fp32"  # fp32 | fp16 | int8: see export/precision.py
 
 
@@ -142,7 +143,9 @@ def export_bundle(
         flexpert_graph_config(c, options.atol),
     ]
     with (
-        staged_output_dir(out, force=options.force) as staging,
+        staged_output_dir(
+            out, force=options.force, inputs=options.inputs, kind="bundle"
+        ) as staging,
         tempfile.TemporaryDirectory() as scratch,
     ):
         progress("computing PyTorch reference outputs")

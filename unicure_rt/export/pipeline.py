@@ -140,6 +140,8 @@ def export_checkpoint(
             f"{len(options.genes)}. Pass the model's output genes with --genes."
         )
     options.atol, options.force = atol, force
+    given = [checkpoint, species_chrom, protein_embeddings, genes_file, validation_data]
+    options.inputs = [Path(p) for p in given if p is not None]
     if validation_data is not None:
         options.validation_profiles = real_validation_profiles(validation_data, model, vocabulary)
     options.provenance["source_layout"] = layout
