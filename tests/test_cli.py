@@ -92,8 +92,15 @@ def test_existing_output_needs_force(tiny_bundle, tcga, tmp_path):
     result = score_tcga(tiny_bundle, tcga, out)
     assert result.exit_code == 2 and "already exists" in result.output
     assert (out / "mine.txt").read_text() == "keep me"
+    refused = score_tcga(tiny_bundle, tcga, out, "--force")
+    assert refused.exit_code == 2 and "not written by unicure-rt" in refused.output
+    assert (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()
+    out.rmdir()
+    assert score_tcga(tiny_bundle, tcga, out).exit_code == 0
+    (out / "stale.txt").write_text("from an earlier run")
     assert score_tcga(tiny_bundle, tcga, out, "--force").exit_code == 0
-    assert (out / "ranking.parquet").exists() and not (out / "mine.txt").exists()
+    assert (out / "ranking.parquet").exists() and not (out / "stale.txt").exists()
 
 
 def test_json_output(tiny_bundle, tcga):

@@ -389,6 +389,11 @@ def test_existing_output_needs_force(rdkit_bundle, smiles_csv, tmp_path):
             pd.DataFrame(np.ones((2, 4)), index=["a", "b"]), encoder_id="x", out=out
         )
     assert out.read_bytes() == b"precious"
+    with pytest.raises(UserError, match="not written by unicure-rt"):
+        drugs.build_library(smiles_csv, bundle, out, force=True)
+    assert out.read_bytes() == b"precious"
+    out.unlink()
+    drugs.import_library(pd.DataFrame(np.ones((2, 4)), index=["a", "b"]), encoder_id="x", out=out)
     drugs.build_library(smiles_csv, bundle, out, force=True)
     assert len(drugs.load_library(out, encoder_id=None)) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drugs.csv", "lib.parquet"]
@@ -509,7 +514,8 @@ def test_cli_build(cli, rdkit_bundle, smiles_csv, tmp_path):
     assert "invalid SMILES skipped" in result.output and "broken" in result.output
 
     again = cli(*args)
-    assert isinstance(again.exception, UserError) and "already exists" in str(again.exception)
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert "Traceback" not in again.output
     assert cli(*args, "--force").exit_code == 0
 
 

@@ -889,17 +889,17 @@ def test_a_failed_replace_with_force_keeps_the_old_output(tmp_path, monkeypatch)
     from unicure_rt.errors import UserError
     from unicure_rt.outputs import staged_output_dir
 
+    from unicure_rt import outputs
+
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    rename = Path.rename
+    (out / outputs.MARKER).write_text("{}")
 
-    def failing_rename(self, target):
-        if self.name.startswith(".out.partial-"):
-            raise OSError(5, "Input/output error")
-        return rename(self, target)
+    def failing_rename(source, target):
+        raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(Path, "rename", failing_rename)
+    monkeypatch.setattr(outputs, "_rename_noreplace", failing_rename)
     with pytest.raises(UserError), staged_output_dir(out, force=True) as staging:
         (staging / "ranking.csv").write_text("new")
     assert (out / "mine.txt").read_text() == "keep me"

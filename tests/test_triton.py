@@ -219,6 +219,12 @@ def test_refuses_to_overwrite_without_force(tiny_bundle, tmp_path):
     result = invoke("export-triton", tiny_bundle, "--out", out)
     assert result.exit_code == 2 and "already exists" in result.output
     assert (out / "mine.txt").read_text() == "keep me"
+    refused = invoke("export-triton", tiny_bundle, "--out", out, "--force")
+    assert refused.exit_code == 2 and "not written by unicure-rt" in refused.output
+    (out / "mine.txt").unlink()
+    out.rmdir()
+    assert invoke("export-triton", tiny_bundle, "--out", out).exit_code == 0
+    (out / "mine.txt").write_text("added later")
     assert invoke("export-triton", tiny_bundle, "--out", out, "--force").exit_code == 0
     assert (out / "flexpert" / "config.pbtxt").exists() and not (out / "mine.txt").exists()
     not_a_bundle = invoke("export-triton", tmp_path / "nothing", "--out", tmp_path / "x")

@@ -4,10 +4,10 @@ Rules every command that writes follows (through `staged_output_dir` / `staged_o
 
 - outputs are written into a hidden partial beside `--out` and renamed into place at the end,
   with a rename that refuses to replace anything that appeared meanwhile (unless `--force`);
-- `--force` replaces only what unicure-rt itself wrote (a folder with the `MARKER` file or a
-  bundle manifest, a Parquet file with `PARQUET_MARKER_KEY` metadata or a drug library, an
-  .h5ad with `uns['unicure_rt']`, a .csv file) and never a path that is, holds or lies inside an
-  input of the run, the current folder or a mount point;
+- `--force` replaces only what unicure-rt itself wrote (a folder with the `MARKER` file, a
+  bundle manifest or a score run.json; a Parquet file with `PARQUET_MARKER_KEY` metadata or a
+  drug library; an .h5ad with `uns['unicure_rt']`; a .csv file) and never a path that is,
+  holds or lies inside an input of the run, the current folder or a mount point;
 - each partial has an `.owner` lock file beside it, held while the run lives, so a later run can
   prove a partial stale (its lock is free) and remove it.
 """
@@ -33,6 +33,8 @@ from unicure_rt.errors import UserError
 MARKER = ".unicure-rt-output.json"
 PARQUET_MARKER_KEY = b"unicure_rt.output"
 BUNDLE_MANIFEST = "manifest.json"
+RUN_RECORD = "run.json"
+SELF_MARKED = ("bundle", "score", "score-ray", "triton")  # manifest.json / run.json marks them
 PARTIAL = ".partial-"
 OWNER_SUFFIX = ".owner"
 NAME_KEEP = 100  # characters of --out's name kept in its partial's name (NAME_MAX is 255)
@@ -95,6 +97,15 @@ def _refuse_protected(out: Path, inputs: Iterable[Path | str | None]) -> None:
             )
 
 
+def _record_has(path: Path, *keys: str) -> bool:
+    """Whether `path` is a JSON object with all of `keys` (a bundle manifest, a score run.json)."""
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and all(key in record for key in keys)
+
+
 def _written_by_unicure(path: Path) -> bool:
     """Whether `path` carries unicure-rt's marker (so --force may replace it)."""
     if path.is_symlink():
@@ -102,12 +113,9 @@ def _written_by_unicure(path: Path) -> bool:
     if path.is_dir():
         if (path / MARKER).is_file():
             return True
-        manifest = path / BUNDLE_MANIFEST
-        try:
-            record = json.loads(manifest.read_text()) if manifest.is_file() else None
-        except (OSError, ValueError, UnicodeDecodeError):
-            return False
-        return isinstance(record, dict) and "files" in record and "format_version" in record
+        return _record_has(path / BUNDLE_MANIFEST, "files", "format_version") or _record_has(
+            path / RUN_RECORD, "unicure_rt"
+        )
     if not path.is_file():
         return False
     suffix = path.suffix.lower()
@@ -117,7 +125,8 @@ def _written_by_unicure(path: Path) -> bool:
         try:
             import pyarrow.parquet as pq
 
-            metadata = pq.read_schema(path).metadata or {}
+            metadata = {**(pq.read_schema(path).metadata or {})}
+            metadata.update(pq.read_metadata(path).metadata or {})
         except Exception:  # noqa: BLE001 - any unreadable file is simply not ours
             return False
         return PARQUET_MARKER_KEY in metadata or LIBRARY_METADATA_KEY.encode() in metadata
@@ -324,9 +333,9 @@ def staged_output_dir(
     """Yield an empty staging folder beside `out`; on success it becomes `out` in one rename.
 
     `inputs`: the run's input files and folders (refused as, around or inside `out`). `kind`
-    names the command in the folder's `MARKER` file; kind "bundle" writes none (the bundle's
-    manifest is its marker and lists every file). On any error or interrupt the staging folder
-    is removed and `out` is left as it was.
+    names the command in the folder's `MARKER` file; the kinds in `SELF_MARKED` write none
+    (their manifest.json or run.json is the marker). On any error or interrupt the staging
+    folder is removed and `out` is left as it was.
     """
     inputs = list(inputs)
     shown = Path(out)
@@ -340,7 +349,7 @@ def staged_output_dir(
             raise _write_failed(shown, err) from err
         try:
             yield staging
-            if kind != "bundle":
+            if kind not in SELF_MARKED:
                 record = {"written_by": "unicure-rt", "kind": kind, "version": __version__}
                 (staging / MARKER).write_text(json.dumps(record) + "\n")
             if out.exists() or out.is_symlink():
