@@ -127,7 +127,7 @@ def test_a_mount_point_is_refused(tmp_path, monkeypatch):
 def test_every_writer_marks_its_output(tiny_bundle, tmp_path):
     table = counts_csv(tmp_path / "in" / "t.csv")
     assert score(tiny_bundle, table, tmp_path / "s").exit_code == 0
-    assert json.loads((tmp_path / "s" / outputs.MARKER).read_text())["kind"] == "score"
+    assert json.loads((tmp_path / "s" / "run.json").read_text())["unicure_rt"]
     embed = invoke("embed", table, "--bundle", tiny_bundle, "--out", tmp_path / "e.parquet")
     assert embed.exit_code == 0, embed.output
     for out in (tmp_path / "s", tmp_path / "e.parquet", Path(tiny_bundle)):
@@ -136,7 +136,7 @@ def test_every_writer_marks_its_output(tiny_bundle, tmp_path):
         "embed", table, "--bundle", tiny_bundle, "--out", tmp_path / "e.parquet", "--force"
     )
     assert again.exit_code == 0, again.output
-    (tmp_path / "foreign.parquet").write_bytes((tmp_path / "e.parquet").read_bytes()[:0] + b"x")
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "foreign.parquet")
     assert not outputs._written_by_unicure(tmp_path / "foreign.parquet")
 
 

@@ -886,10 +886,9 @@ def test_a_failed_write_is_a_clean_error_and_leaves_nothing(tmp_path, monkeypatc
 def test_a_failed_replace_with_force_keeps_the_old_output(tmp_path, monkeypatch):
     """--force: when the new folder cannot be renamed into place, the old one is put back (it
     used to stay in a hidden `.out.old-*` folder, leaving no `out` at all)."""
+    from unicure_rt import outputs
     from unicure_rt.errors import UserError
     from unicure_rt.outputs import staged_output_dir
-
-    from unicure_rt import outputs
 
     out = tmp_path / "out"
     out.mkdir()
@@ -933,6 +932,50 @@ def test_oligodendroglioma_is_byte_identical_across_threads_with_draws(
     one, two = (tmp_path / t / "ranking.parquet" for t in ("1", "2"))
     assert one.read_bytes() == two.read_bytes()
     assert pd.read_parquet(one)["score_sd_across_draws"].notna().all()
+
+
+DOSE_ITEMS = st.one_of(
+    st.sampled_from(["", " ", "1", "0.04", "10", "1e9", "nan", "inf", "-1", "x", "20", "0"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+)
+
+
+@settings(max_examples=examples(300), **SETTINGS)
+@given(items=st.lists(DOSE_ITEMS, max_size=6), seed=st.integers(-(2**40), 2**40))
+def test_dose_lists_and_seeds_are_taken_as_written_or_refused(items, seed):
+    """--doses is never rewritten: either every item is a distinct finite dose in 0-1000 µM and
+    comes back unchanged, or the list is refused with a UserError. --seed accepts exactly the
+    integers 0..2**32-1 and refuses the rest with a usage error (exit 2), never a traceback."""
+    from unicure_rt.cli.common import LARGEST_DOSE_UM, parse_doses
+    from unicure_rt.errors import UserError
+
+    text = ",".join(items)
+    GENERATED["doses"] += 1
+    try:
+        doses = parse_doses(text)
+    except UserError:
+        OUTCOMES["doses refused"] += 1
+        values = None
+    else:
+        OUTCOMES["doses taken"] += 1
+        values = [float(item) for item in items]
+        assert list(doses) == values and len(set(values)) == len(values)
+    if values is None and items and all(i.strip() for i in items):
+        try:
+            floats = [float(i) for i in items]
+        except ValueError:
+            floats = None
+        if floats is not None:
+            assert (
+                not all(np.isfinite(floats))
+                or min(floats) < 0
+                or max(floats) > LARGEST_DOSE_UM
+                or len(set(floats)) < len(floats)
+            )
+    GENERATED["seed"] += 1
+    result = runner.invoke(app, ["stratify", "missing-ranking", "--out", "x", "--seed", str(seed)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert ("--seed" in result.output) == (not 0 <= seed < 2**32), result.output
 
 
 def test_zz_generated_cases_report():
