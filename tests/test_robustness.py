@@ -982,5 +982,5 @@ def test_zz_generated_cases_report():
     """Print how many generated cases ran (run with -s to see it) and what they ended in."""
     total = sum(GENERATED.values())
     print(f"\ngenerated cases: {total} {dict(GENERATED)}; outcomes: {dict(OUTCOMES)}")
-    if total:
+    if any(key.startswith("score") for key in OUTCOMES):
         assert OUTCOMES["score ok"] > 0 and OUTCOMES["score error"] > 0

@@ -69,8 +69,9 @@ def _check_name(out: Path) -> None:
 
 
 def _refuse_protected(out: Path, inputs: Iterable[Path | str | None]) -> None:
-    """Refuse an --out that is the current folder (or above it), a mount point, or that is,
-    holds or lies inside an input of the run: writing there would delete or alter the input."""
+    """Refuse an --out that is the current folder (or above it), a mount point, that is or
+    holds an input of the run, or that lies inside an input bundle (an extra file there breaks
+    its file list): writing there would delete or alter the input."""
     target = _resolved(out)
     if _inside(Path.cwd().resolve(), target):
         raise UserError(
@@ -86,7 +87,8 @@ def _refuse_protected(out: Path, inputs: Iterable[Path | str | None]) -> None:
         if given is None:
             continue
         source = _resolved(given)
-        if _inside(source, target) or _inside(target, source):
+        inside_bundle = _inside(target, source) and (source / BUNDLE_MANIFEST).is_file()
+        if _inside(source, target) or inside_bundle:
             if source == target:
                 relation = "is"
             else:
