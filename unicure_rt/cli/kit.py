@@ -66,7 +66,8 @@ def kit_command(
         f"(Python {', '.join(record['pythons'])}), bundles "
         f"{', '.join(b['name'] for b in record['bundles'])}; {record['size_bytes'] / 1e6:.0f} MB "
         f"in {record['build_seconds']:.0f} s. MANIFEST sha256 {record['manifest_sha256']} "
-        "(send it separately; `kit verify --manifest-sha256` checks it)."
+        "(send it separately; `kit verify --manifest-sha256` checks it).",
+        soft_wrap=True,
     )
 
 
@@ -83,4 +84,6 @@ def verify_command(
 ) -> None:
     """Check every file of KIT against its MANIFEST (exit 2 on any changed, missing or extra)."""
     digest = verify_kit(kit, manifest_sha256)
-    console.print(f"Kit {kit}: every file matches its MANIFEST (MANIFEST sha256 {digest}).")
+    console.print(
+        f"Kit {kit}: every file matches its MANIFEST (MANIFEST sha256 {digest}).", soft_wrap=True
+    )
