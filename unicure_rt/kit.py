@@ -259,14 +259,14 @@ def build_kit(out: Path, options: KitOptions, *, force: bool = False) -> dict:
     check_options(options)
     started = time.perf_counter()
     with staged_output_dir(out, force=force) as staging:
+        (staging / "bundles").mkdir()
+        bundles = ship_bundles(options.bundles, staging / "bundles")
         wheels = staging / "wheels"
         wheels.mkdir()
         wheel = build_unicure_wheel(SOURCE_ROOT, wheels)
         for target in options.platforms:
             for python in options.pythons:
                 download_dependencies(wheel, wheels, target, python)
-        (staging / "bundles").mkdir()
-        bundles = ship_bundles(options.bundles, staging / "bundles")
         write_requirements(wheels, staging / REQUIREMENTS)
         write_sbom(staging / REQUIREMENTS, SOURCE_ROOT, staging / SBOM)
         shutil.copyfile(kit_verify.__file__, staging / VERIFY_SCRIPT)
