@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from unicure_rt.cli import drugs, embed, export, finetune, info, predict, score, stratify, triton
+from unicure_rt.cli import (
+    drugs,
+    embed,
+    export,
+    finetune,
+    info,
+    kit,
+    predict,
+    score,
+    stratify,
+    triton,
+)
 
 app = typer.Typer(
     name="unicure-rt",
@@ -21,6 +32,7 @@ app.command("info")(info.info)
 app.command("export")(export.export)
 app.command("export-triton")(triton.export_triton_command)
 app.add_typer(drugs.app, name="drugs")
+app.add_typer(kit.app, name="kit")
 
 
 def main() -> None:
