@@ -1,4 +1,4 @@
-"""Outcome of patient strata: clinical join, Kaplan-Meier, log-rank, Cox PH, categorical association.
+"""Outcome of patient strata: clinical join, Kaplan-Meier, log-rank, Cox PH, association.
 
 Reads a clinical table (CSV/TSV/Parquet) and the `clusters` of `stratify`; everything survival
 is computed with lifelines, an optional extra (`pip install 'unicure-rt[survival]'`), imported
