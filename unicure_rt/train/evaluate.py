@@ -128,7 +128,7 @@ def baselines(
     def delta(c: Condition) -> np.ndarray:
         return c.treated.mean(0) - ctrl_means[c.control]
 
-    train_c = [conditions[i] for i in train]
+    train_c = [conditions[i] for i in train if conditions[i].kind == "expression"]
     out: dict[str, dict[int, np.ndarray]] = {
         "no_change": {},
         "mean_response": {},
@@ -222,3 +222,92 @@ def dose_response(
         "mean_spearman_observed": float(np.nanmean(obs_rho)) if obs_rho else float("nan"),
         "per_drug": per_drug,
     }
+
+
+def cluster_split(
+    conditions: Sequence[Condition],
+    similarity: Callable[[list[str], list[str]], np.ndarray],
+    seed: int,
+    fraction: float = 0.1,
+    threshold: float = 0.4,
+) -> tuple[list[int], list[int], dict]:
+    """Unseen consensus compounds by Tanimoto cluster, fixed by `seed`.
+
+    Leader clustering in a seeded order (a compound joins the first leader with Tanimoto >=
+    `threshold`), then whole clusters in a seeded order are held out until `fraction` of the
+    consensus compounds are. Training drops every condition (any source) whose structure is in a
+    held-out cluster or has Tanimoto >= `threshold` to a held-out compound.
+    Returns (train, test, {held-out drug: max Tanimoto to the training structures}).
+    """
+    rng = np.random.default_rng(seed + 77)
+    consensus = [i for i, c in enumerate(conditions) if c.source == "consensus"]
+    smiles = sorted({c.smiles for c in conditions})
+    sim = similarity(smiles, smiles)
+    index = {s: k for k, s in enumerate(smiles)}
+    members = [index[conditions[i].smiles] for i in consensus]
+    leaders: list[int] = []
+    cluster_of: dict[int, int] = {}
+    for k in rng.permutation(members):
+        joined = next((lead for lead in leaders if sim[k, lead] >= threshold), None)
+        if joined is None:
+            leaders.append(int(k))
+            joined = int(k)
+        cluster_of[int(k)] = joined
+    held_structures: set[int] = set()
+    for lead in rng.permutation(leaders):
+        if len(held_structures) >= fraction * len(set(members)):
+            break
+        held_structures |= {k for k, c in cluster_of.items() if c == lead}
+    held = sorted(held_structures)
+    near = np.nanmax(sim[:, held], axis=1) >= threshold
+    test = [i for i in consensus if index[conditions[i].smiles] in held_structures]
+    train = [i for i, c in enumerate(conditions) if not near[index[c.smiles]]]
+    train_structures = sorted({index[conditions[i].smiles] for i in train})
+    info = {
+        conditions[i].drug: float(np.nanmax(sim[index[conditions[i].smiles], train_structures]))
+        for i in test
+    }
+    return train, test, info
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b / norm) if norm > 0 else 0.0
+
+
+def signature_evaluation(
+    conditions: Sequence[Condition],
+    train: Sequence[int],
+    test: Sequence[int],
+    model_effects: dict[int, np.ndarray],
+    similarity: Callable[[list[str], list[str]], np.ndarray],
+) -> dict:
+    """Cosine of predicted effect vs measured z-signature on held-out consensus compounds.
+
+    Baselines: no change (effect 0, cosine 0), the mean signature of the training consensus
+    compounds, and the signature of the training consensus compound nearest by Tanimoto.
+    """
+    train_c = [conditions[i] for i in train if conditions[i].source == "consensus"]
+    train_z = np.stack([c.treated[0] for c in train_c])
+    mean_z = train_z.mean(0)
+    train_smiles = [c.smiles for c in train_c]
+    test_smiles = [conditions[i].smiles for i in test]
+    sim = similarity(test_smiles, train_smiles)
+    rows = {"model": [], "mean_signature": [], "nearest_by_tanimoto": [], "no_change": []}
+    for j, i in enumerate(test):
+        real = conditions[i].treated[0]
+        rows["model"].append(_cosine(model_effects[i], real))
+        rows["mean_signature"].append(_cosine(mean_z, real))
+        rows["nearest_by_tanimoto"].append(_cosine(train_z[int(np.nanargmax(sim[j]))], real))
+        rows["no_change"].append(0.0)
+    model = np.array(rows["model"])
+    table = {
+        name: {"mean_cosine": float(np.mean(v)), "median_cosine": float(np.median(v))}
+        for name, v in rows.items()
+    }
+    for name in ("mean_signature", "nearest_by_tanimoto"):
+        table["model"][f"fraction_better_than_{name}"] = float(
+            np.mean(model > np.array(rows[name]))
+        )
+    return {"n_test_compounds": len(test), "n_train_consensus": len(train_c), "metrics": table}
