@@ -46,6 +46,8 @@ from unicure_rt.train.losses import direction_loss, stage2_loss
 DRUG_ENCODER_FILE = "drug_encoder.onnx"
 LIBRARY_FILE = "drugs.parquet"
 MODEL_CARD = "MODEL_CARD.md"
+# the patient example the bundle's rankings are evaluated on (evaluation labels only)
+TCGA_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tcga_brca.h5ad"
 
 
 def demo_model_config(**overrides) -> UniCureConfig:
@@ -769,6 +771,13 @@ def run_demo(
         ]
         sizes = _dir_size(bundle_out)
         record["timing_seconds"]["export_and_library"] = time.perf_counter() - t1
+        if cfg.evaluate and TCGA_EXAMPLE.is_file():
+            t2 = time.perf_counter()
+            record["ranking_evaluation"] = E.tcga_ranking_evaluation(
+                bundle_out, data, TCGA_EXAMPLE, seed=cfg.seed
+            )
+            record["timing_seconds"]["ranking_evaluation"] = time.perf_counter() - t2
+            log("TCGA ranking evaluation: " + json.dumps(record["ranking_evaluation"]["mean"]))
         record["timing_seconds"]["total"] = time.perf_counter() - t0
         record["timing_seconds"]["total_cpu_this_process"] = time.process_time() - cpu0
         record["bundle"] = {
