@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("onnxruntime")
 
-from unicure_rt.train.losses import mmd, stage2_loss  # noqa: E402
+from unicure_rt.train.losses import direction_loss, mmd, stage2_loss  # noqa: E402
 
 
 def _shared_data() -> Path | None:
@@ -109,11 +109,82 @@ def test_treated_groups_and_profiles():
     assert all(c.treated.shape[1] == 978 for c in treated.conditions)
     assert len(treated.unresolved) == 8
     profiles = D.unperturbed_profiles(DATA, genes)
-    assert len(profiles) == 164 + 26 + 15 + 100
+    assert len(profiles) == 164 + 26 + 15 + 100 + 69 + 61 + 29  # + HPA lines, tissues, GTEx
     assert np.isfinite(profiles.values).all() and profiles.values.max() < 20  # log2, not counts
     vocab = D.build_vocabulary(D.landmark_genes(DATA))
     assert vocab["tokens"][:3] == ["<pad>", "<cls>", "<chrom_close>"]
     assert sum(t.startswith("gene:") for t in vocab["tokens"]) == 978
+
+
+def test_direction_loss_scores_the_contrast_effect_only_by_direction():
+    torch.manual_seed(0)
+    no_drug = torch.randn(4, 978)
+    signature = torch.randn(978)
+    loss, _ = direction_loss(no_drug + 3.0 * signature, no_drug, signature)
+    assert float(loss) < 1e-6  # same direction at another scale: nothing to learn
+    loss, _ = direction_loss(no_drug - signature, no_drug, signature)
+    assert abs(float(loss) - 1.0) < 1e-5  # the opposite direction: 0.5 * (1 - (-1))
+
+
+@needs_data
+def test_signature_groups_map_structures_by_inchikey():
+    from unicure_rt.train import data as D
+
+    genes = D.landmark_genes(DATA)["symbol"].tolist()
+    conditions, controls, mapping = D.signature_conditions(DATA, genes)
+    assert mapping == {
+        "modz_signatures": 272,
+        "modz_mapped": 272,
+        "consensus_compounds": 1170,
+        "consensus_mapped_by_inchikey": 685,
+    }
+    consensus = [c for c in conditions if c.source == "consensus"]
+    assert len(consensus) == 685 and all(c.kind == "signature" for c in conditions)
+    assert {c.control for c in consensus} == {"baseline:averaged"}
+    assert all(c.control in controls and c.treated.shape == (1, 978) for c in conditions)
+    modz_doses = {c.dose_um for c in conditions if c.source == "modz"}
+    assert {10.0, 0.5, 0.1} <= modz_doses
+
+
+@needs_data
+def test_consensus_cluster_split_keeps_held_out_structures_out_of_training():
+    from unicure_rt import drugs
+    from unicure_rt.train import data as D
+    from unicure_rt.train import evaluate as E
+
+    genes = D.landmark_genes(DATA)["symbol"].tolist()
+    conditions, _controls, _mapping = D.signature_conditions(DATA, genes)
+    train, test, info = E.cluster_split(conditions, drugs.tanimoto_matrix, seed=0)
+    again = E.cluster_split(conditions, drugs.tanimoto_matrix, seed=0)
+    assert (train, test) == (again[0], again[1])  # fixed by the seed
+    assert not set(train) & set(test) and 60 <= len(test) <= 120
+    assert max(info.values()) < 0.4  # no training structure within the cluster threshold
+
+
+@needs_data
+def test_permuting_the_antineoplastic_flag_changes_no_score():
+    """The flag is an evaluation label: scores and ranks never depend on it."""
+    import dataclasses
+
+    from unicure_rt.bundle import load_bundle
+    from unicure_rt.inputs import load_patient
+    from unicure_rt.score import ScoreOptions, resolve_library, score_patient
+
+    bundle = load_bundle()
+    library = resolve_library(bundle, None)
+    example = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
+    patient = load_patient(example, normal_where="condition=normal")
+    options = ScoreOptions(doses=(1.0,), draws=1)
+    flags = library.metadata["antineoplastic"].to_numpy()
+    shuffled = library.metadata.assign(
+        antineoplastic=flags[np.random.default_rng(0).permutation(len(flags))]
+    )
+    permuted = dataclasses.replace(library, metadata=shuffled)
+    first = score_patient(bundle, patient, library=library, options=options).ranking
+    second = score_patient(bundle, patient, library=permuted, options=options).ranking
+    assert not first["antineoplastic"].equals(second["antineoplastic"])
+    columns = ["profile", "drug_id", "rank", "score"]
+    assert first[columns].equals(second[columns])
 
 
 # ------------------------------------------------------------------------------ smoke run

@@ -23,6 +23,16 @@ TRANSIGEN = "l1000/transigen_pairs.parquet"
 LANDMARKS = "genes/landmark_genes.tsv"
 LINCS_COMPOUNDS = "drugs/lincs_compounds.tsv.gz"
 DRUGBANK = "drugs/drugbank.tsv"
+MODZ = "l1000/cmap_modz_n272x978.parquet"
+CONSENSUS = "l1000/consensi_drugbank.parquet"
+HPA_CELL_LINES = "normal/hpa_cell_lines.parquet"
+HPA_TISSUES = "normal/hpa_tissue_consensus.parquet"
+GTEX = "normal/gtex_tissue_median_tpm.parquet"
+
+# The consensus signatures are pooled over cell lines and doses: they are paired with the
+# `averaged` baseline (the mean cell line) at the most common LINCS dose.
+CONSENSUS_DOSE_UM = 10.0
+AVERAGED = "averaged"
 
 # TranSiGen pairs carry no dose: they are treated as this dose (the most common LINCS dose).
 TRANSIGEN_DOSE_UM = 10.0
@@ -34,6 +44,12 @@ SOURCES = {
     PLATE: "cmapPy repository test data, LINCS L1000 plate LJP005 A375 24 h, Level 3 (BSD-3)",
     LANDMARKS: "TranSiGen gene ids (MIT); GRCh38 positions from Bioconductor TCGAbiolinksGUI.data",
     LINCS_COMPOUNDS: "dhimmel/lincs pertinfo (CC0)",
+    MODZ: "cmapR repository, Level 5 moderated z-scores (BSD-3); direction term only",
+    CONSENSUS: "dhimmel/lincs consensi, DrugBank compounds (CC0); direction term only",
+    HPA_CELL_LINES: "Human Protein Atlas cell lines, nTPM (CC BY-SA 3.0)",
+    HPA_TISSUES: "Human Protein Atlas tissue consensus, nTPM (CC BY-SA 3.0)",
+    GTEX: "GTEx tissue median TPM via Bioconductor TissueEnrich (MIT)",
+    DRUGBANK: "dhimmel/drugbank: InChIKeys only, to join consensus ids to LINCS structures",
 }
 
 
@@ -154,6 +170,7 @@ def unperturbed_profiles(data: Path, genes: list[str]) -> Profiles:
             ["ncih596_controls"] * len(h596),
         )
     )
+    parts.append(rnaseq_profiles(data, genes))
     pairs = pd.read_parquet(data / TRANSIGEN)
     b = pairs[pairs["state"] == "baseline"]
     parts.append(
@@ -164,6 +181,33 @@ def unperturbed_profiles(data: Path, genes: list[str]) -> Profiles:
             ["transigen_baseline"] * len(b),
         )
     )
+    return Profiles.concat(parts)
+
+
+def rnaseq_profiles(data: Path, genes: list[str]) -> Profiles:
+    """HPA cell lines and tissues and GTEx tissues (linear nTPM / TPM) as log2(TPM + 1).
+
+    This is what the clinic side computes for a TPM input (`log2(CPM + 1)` with the library
+    size over every gene, which TPM already is), so the backbone sees the patients' platform.
+    GTEx's one all-NaN gene is 0 (unmeasured, like a gene a patient file lacks).
+    """
+    data = Path(data)
+    parts = []
+    for rel, source in (
+        (HPA_CELL_LINES, "hpa_cell_lines"),
+        (HPA_TISSUES, "hpa_tissues"),
+        (GTEX, "gtex_tissues"),
+    ):
+        frame = pd.read_parquet(data / rel)
+        linear = np.nan_to_num(_values(frame, genes), nan=0.0).clip(min=0.0)
+        parts.append(
+            Profiles(
+                np.log2(linear + 1.0).astype(np.float32),
+                [f"{source}:{i}" for i in frame.index],
+                [str(i) for i in frame.index],
+                [source] * len(frame),
+            )
+        )
     return Profiles.concat(parts)
 
 
@@ -185,6 +229,9 @@ class Condition:
     treated: np.ndarray  # [n_wells, 978]
     name: str = ""  # drug name (pert_iname) where known
     pert_type: str = "trt_cp"  # plate: trt_cp (kinase inhibitors) / trt_poscon; or "transigen"
+    # "expression": `treated` is log2 expression (all loss terms); "signature": `treated` is one
+    # z-score signature [1, 978], a direction of change (direction term only)
+    kind: str = "expression"
 
 
 @dataclass
@@ -192,6 +239,7 @@ class TreatedData:
     conditions: list[Condition]
     controls: dict[str, Profiles]  # control key -> control profiles
     unresolved: list[str]  # plate drugs without a SMILES (left out)
+    mapping: dict = None  # how many signature compounds mapped to a structure, per source
 
 
 def plate_smiles(plate: pd.DataFrame, compounds: pd.DataFrame) -> dict[str, str | None]:
@@ -257,7 +305,98 @@ def treated_data(data: Path, genes: list[str], *, include_poscon: bool = True) -
                 pert_type="transigen",
             )
         )
-    return TreatedData(conditions, controls, unresolved)
+    signatures, sig_controls, mapping = signature_conditions(data, genes)
+    controls.update(sig_controls)
+    return TreatedData(conditions + signatures, controls, unresolved, mapping)
+
+
+def _inchikey(values: pd.Series) -> pd.Series:
+    return values.astype(str).str.replace("InChIKey=", "", regex=False).str.strip()
+
+
+def _dose_um(text: str) -> float:
+    """`pert_idose` such as '10 µM' or '500 nM' -> µM."""
+    number, unit = str(text).replace("\ufffd", "µ").split()[:2]
+    return float(number) * (1e-3 if unit.lower().startswith("n") else 1.0)
+
+
+def signature_conditions(data: Path, genes: list[str]) -> tuple[list[Condition], dict, dict]:
+    """Direction-only groups from the z-score files, with their control sets and mapping counts.
+
+    cmap_modz rows: the named cell line's baseline (else the averaged one), the row's dose.
+    consensi_drugbank rows: the averaged baseline at CONSENSUS_DOSE_UM. DrugBank ids reach a
+    LINCS structure by InChIKey (drugbank.tsv -> lincs_compounds.tsv.gz); unmapped rows are
+    left out.
+    """
+    data = Path(data)
+    compounds = lincs_compounds(data).dropna(subset=["canonical_smiles"])
+    base = pd.read_parquet(data / BASELINES)
+    controls = {
+        f"baseline:{line}": Profiles(
+            _values(base.loc[[line]], genes), [f"baseline:{line}"], [str(line)], ["baseline"]
+        )
+        for line in base.index
+    }
+    conditions: list[Condition] = []
+    modz = pd.read_parquet(data / MODZ)
+    by_id = dict(zip(compounds["pert_id"], compounds["canonical_smiles"], strict=True))
+    by_name = dict(
+        zip(compounds["pert_iname"].str.lower(), compounds["canonical_smiles"], strict=False)
+    )
+    modz_mapped = 0
+    for sig, row in modz.sort_index().iterrows():
+        smiles = by_id.get(row["pert_id"]) or by_name.get(str(row["pert_iname"]).lower())
+        if smiles is None:
+            continue
+        modz_mapped += 1
+        line = row["cell_id"] if row["cell_id"] in base.index else AVERAGED
+        conditions.append(
+            Condition(
+                key=f"modz:{sig}",
+                source="modz",
+                cell_line=str(line),
+                drug=str(row["pert_iname"]),
+                smiles=smiles,
+                dose_um=_dose_um(row["pert_idose"]),
+                control=f"baseline:{line}",
+                treated=_values(modz.loc[[sig]], genes),
+                name=str(row["pert_iname"]),
+                pert_type="trt_cp",
+                kind="signature",
+            )
+        )
+    consensus = pd.read_parquet(data / CONSENSUS).sort_index()
+    bank = pd.read_csv(data / DRUGBANK, sep="\t", usecols=["drugbank_id", "name", "inchikey"])
+    bank = bank.dropna(subset=["inchikey"]).assign(key=lambda t: _inchikey(t["inchikey"]))
+    keyed = compounds.assign(key=_inchikey(compounds["inchi_key"])).drop_duplicates("key")
+    joined = bank.merge(keyed[["key", "canonical_smiles"]], on="key").drop_duplicates("drugbank_id")
+    smiles_of = dict(zip(joined["drugbank_id"], joined["canonical_smiles"], strict=True))
+    names = dict(zip(bank["drugbank_id"], bank["name"], strict=True))
+    for db_id in consensus.index:
+        if db_id not in smiles_of:
+            continue
+        conditions.append(
+            Condition(
+                key=f"consensus:{db_id}",
+                source="consensus",
+                cell_line=AVERAGED,
+                drug=str(db_id),
+                smiles=smiles_of[db_id],
+                dose_um=CONSENSUS_DOSE_UM,
+                control=f"baseline:{AVERAGED}",
+                treated=_values(consensus.loc[[db_id]], genes),
+                name=str(names.get(db_id, db_id)),
+                pert_type="trt_cp",
+                kind="signature",
+            )
+        )
+    mapping = {
+        "modz_signatures": len(modz),
+        "modz_mapped": modz_mapped,
+        "consensus_compounds": len(consensus),
+        "consensus_mapped_by_inchikey": int(consensus.index.isin(list(smiles_of)).sum()),
+    }
+    return conditions, controls, mapping
 
 
 def antineoplastic_flags(data: Path, compounds: pd.DataFrame) -> pd.Series:

@@ -41,11 +41,13 @@ from unicure_rt.models import UniCure, UniCureConfig, add_lora, merge_lora, save
 from unicure_rt.tokenizer import Tokenizer
 from unicure_rt.train import data as D
 from unicure_rt.train import evaluate as E
-from unicure_rt.train.losses import stage2_loss
+from unicure_rt.train.losses import direction_loss, stage2_loss
 
 DRUG_ENCODER_FILE = "drug_encoder.onnx"
 LIBRARY_FILE = "drugs.parquet"
 MODEL_CARD = "MODEL_CARD.md"
+# the patient example the bundle's rankings are evaluated on (evaluation labels only)
+TCGA_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tcga_brca.h5ad"
 
 
 def demo_model_config(**overrides) -> UniCureConfig:
@@ -361,9 +363,10 @@ def train_stage2(
     flexpert = FlexPert(c)
     projection = DrugProjection(2048, cfg.drug_hidden, c.drug_dim, cfg.drug_dropout)
     conds = [inputs.conditions[i] for i in train]
+    measured = [x for x in conds if x.kind == "expression"]
     with torch.no_grad():
         flexpert.decoder[3].bias.copy_(
-            torch.from_numpy(np.mean([x.treated.mean(0) for x in conds], axis=0))
+            torch.from_numpy(np.mean([x.treated.mean(0) for x in measured], axis=0))
         )
         flexpert.decoder[3].weight.mul_(0.1)
     params = list(flexpert.parameters()) + list(projection.parameters())
@@ -375,13 +378,15 @@ def train_stage2(
     doses = torch.tensor([x.dose_um for x in conds], dtype=torch.float32)
     real = [torch.from_numpy(x.treated) for x in conds]
     ctrl = [torch.from_numpy(inputs.ctrl_means[x.control]) for x in conds]
+    is_signature = [x.kind == "signature" for x in conds]
+    no_drug = torch.zeros(1, c.drug_vector_length)
     k = cfg.s2_cells_per_group
     history = []
     start = time.perf_counter()
     for epoch in range(cfg.s2_epochs):
         flexpert.train()
         projection.train()
-        parts = {"loss": 0.0, "mse": 0.0, "cos": 0.0, "mmd": 0.0}
+        parts = {"loss": 0.0, "mse": 0.0, "cos": 0.0, "mmd": 0.0, "signature_cos": 0.0}
         order = rng.permutation(len(conds))
         for b in range(steps_per_epoch):
             idx = order[b * cfg.s2_batch : (b + 1) * cfg.s2_batch]
@@ -394,9 +399,19 @@ def train_stage2(
             cells = torch.cat(cells)
             drug = torch_drug_vectors(projection(fps[idx]), doses[idx], c.drug_vector_length)
             pred = flexpert(cells, drug.repeat_interleave(k, dim=0)).reshape(len(idx), k, -1)
+            signature_rows = [j for j, i in enumerate(idx) if is_signature[i]]
+            if signature_rows:
+                rows = torch.cat([torch.arange(j * k, (j + 1) * k) for j in signature_rows])
+                base = flexpert(cells[rows], no_drug.expand(len(rows), -1))
+                base = dict(
+                    zip(signature_rows, base.reshape(len(signature_rows), k, -1), strict=True)
+                )
             losses = []
             for j, i in enumerate(idx):
-                loss, terms = stage2_loss(pred[j], real[i], ctrl[i])
+                if is_signature[i]:
+                    loss, terms = direction_loss(pred[j], base[j], real[i][0])
+                else:
+                    loss, terms = stage2_loss(pred[j], real[i], ctrl[i])
                 losses.append(loss)
                 for key, value in terms.items():
                     parts[key] += value
@@ -407,12 +422,20 @@ def train_stage2(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
-        history.append({key: value / len(conds) for key, value in parts.items()})
+        n_signature = sum(is_signature)
+        counts = {"loss": len(conds), "signature_cos": n_signature}
+        history.append(
+            {
+                key: value / max(1, counts.get(key, len(conds) - n_signature))
+                for key, value in parts.items()
+            }
+        )
         if epoch % max(1, cfg.s2_epochs // 5) == 0 or epoch == cfg.s2_epochs - 1:
             h = history[-1]
             _log(
                 f"stage 2{tag} epoch {epoch + 1}/{cfg.s2_epochs}: loss {h['loss']:.4f} "
-                f"(mse {h['mse']:.4f}, 1-cos {h['cos']:.3f}, mmd {h['mmd']:.3f})",
+                f"(mse {h['mse']:.4f}, 1-cos {h['cos']:.3f}, mmd {h['mmd']:.3f}; "
+                f"signatures 1-cos {h['signature_cos']:.3f})",
                 log,
             )
     record = {"history": history, "seconds": time.perf_counter() - start, "n_groups": len(conds)}
@@ -434,6 +457,46 @@ def predict_conditions(
         drug = torch_drug_vectors(emb, torch.tensor([cond.dose_um]), config.drug_vector_length)
         out[i] = flexpert(cells, drug.expand(len(cells), -1)).mean(0).numpy()
     return out
+
+
+@torch.no_grad()
+def predict_effects(
+    flexpert, projection, inputs: Stage2Inputs, rows, config: UniCureConfig
+) -> dict[int, np.ndarray]:
+    """Contrast effect of each condition: mean pred(drug, dose) - mean pred(no drug) over its
+    control embeddings (the no-drug input is the 528-zero control vector)."""
+    flexpert.eval()
+    projection.eval()
+    out = {}
+    no_drug = torch.zeros(1, config.drug_vector_length)
+    for i in rows:
+        cond = inputs.conditions[i]
+        cells = inputs.cells[cond.control]
+        emb = projection(torch.from_numpy(inputs.fingerprints[cond.smiles][None]))
+        drug = torch_drug_vectors(emb, torch.tensor([cond.dose_um]), config.drug_vector_length)
+        treated = flexpert(cells, drug.expand(len(cells), -1)).mean(0)
+        out[i] = (treated - flexpert(cells, no_drug.expand(len(cells), -1)).mean(0)).numpy()
+    return out
+
+
+def evaluate_consensus(model: UniCure, inputs: Stage2Inputs, cfg: DemoConfig, log=print) -> dict:
+    """Consensus compounds held out by Tanimoto cluster; stage 2 retrained without them."""
+    train, test, info = E.cluster_split(inputs.conditions, drugs.tanimoto_matrix, cfg.seed)
+    flexpert, projection, record = train_stage2(
+        model, inputs, train, cfg, log, tag=" [unseen_consensus_cluster]"
+    )
+    effects = predict_effects(flexpert, projection, inputs, test, model.config)
+    entry = E.signature_evaluation(inputs.conditions, train, test, effects, drugs.tanimoto_matrix)
+    entry.update(
+        n_train_groups=len(train),
+        held_out_compounds={inputs.conditions[i].drug: inputs.conditions[i].name for i in test},
+        held_out_max_tanimoto_to_train=info,
+        final_train_loss=record["history"][-1],
+        seconds=record["seconds"],
+    )
+    for method, m in entry["metrics"].items():
+        log(f"unseen_consensus  {method:23s} mean cosine {m['mean_cosine']:.3f}")
+    return entry
 
 
 def _format_metric(value: float) -> str:
@@ -482,6 +545,8 @@ def run_evaluation(model: UniCure, inputs: Stage2Inputs, cfg: DemoConfig, log=pr
                 f"{name:17s} {method:23s} "
                 + " ".join(f"{k}={_format_metric(m[k])}" for k in E.METRICS)
             )
+    if any(c.source == "consensus" for c in conditions):
+        results["unseen_consensus_cluster"] = evaluate_consensus(model, inputs, cfg, log)
     return results
 
 
@@ -635,6 +700,8 @@ def run_demo(
             "stage2_treated_profiles": int(sum(len(c.treated) for c in inputs.conditions)),
             "stage2_drugs": len(inputs.fingerprints),
             "plate_drugs_without_smiles": treated.unresolved,
+            "signature_structure_mapping": treated.mapping,
+            "consensus_dose_um": D.CONSENSUS_DOSE_UM,
             "transigen_dose_um": D.TRANSIGEN_DOSE_UM,
             "sources": D.SOURCES,
         },
@@ -704,6 +771,13 @@ def run_demo(
         ]
         sizes = _dir_size(bundle_out)
         record["timing_seconds"]["export_and_library"] = time.perf_counter() - t1
+        if cfg.evaluate and TCGA_EXAMPLE.is_file():
+            t2 = time.perf_counter()
+            record["ranking_evaluation"] = E.tcga_ranking_evaluation(
+                bundle_out, data, TCGA_EXAMPLE, seed=cfg.seed
+            )
+            record["timing_seconds"]["ranking_evaluation"] = time.perf_counter() - t2
+            log("TCGA ranking evaluation: " + json.dumps(record["ranking_evaluation"]["mean"]))
         record["timing_seconds"]["total"] = time.perf_counter() - t0
         record["timing_seconds"]["total_cpu_this_process"] = time.process_time() - cpu0
         record["bundle"] = {

@@ -128,7 +128,7 @@ def baselines(
     def delta(c: Condition) -> np.ndarray:
         return c.treated.mean(0) - ctrl_means[c.control]
 
-    train_c = [conditions[i] for i in train]
+    train_c = [conditions[i] for i in train if conditions[i].kind == "expression"]
     out: dict[str, dict[int, np.ndarray]] = {
         "no_change": {},
         "mean_response": {},
@@ -221,4 +221,231 @@ def dose_response(
         "mean_spearman_predicted": float(np.nanmean(pred_rho)) if pred_rho else float("nan"),
         "mean_spearman_observed": float(np.nanmean(obs_rho)) if obs_rho else float("nan"),
         "per_drug": per_drug,
+    }
+
+
+def cluster_split(
+    conditions: Sequence[Condition],
+    similarity: Callable[[list[str], list[str]], np.ndarray],
+    seed: int,
+    fraction: float = 0.1,
+    threshold: float = 0.4,
+) -> tuple[list[int], list[int], dict]:
+    """Unseen consensus compounds by Tanimoto cluster, fixed by `seed`.
+
+    Leader clustering in a seeded order (a compound joins the first leader with Tanimoto >=
+    `threshold`), then whole clusters in a seeded order are held out until `fraction` of the
+    consensus compounds are. Training drops every condition (any source) whose structure is in a
+    held-out cluster or has Tanimoto >= `threshold` to a held-out compound.
+    Returns (train, test, {held-out drug: max Tanimoto to the training structures}).
+    """
+    rng = np.random.default_rng(seed + 77)
+    consensus = [i for i, c in enumerate(conditions) if c.source == "consensus"]
+    smiles = sorted({c.smiles for c in conditions})
+    sim = similarity(smiles, smiles)
+    index = {s: k for k, s in enumerate(smiles)}
+    members = [index[conditions[i].smiles] for i in consensus]
+    leaders: list[int] = []
+    cluster_of: dict[int, int] = {}
+    for k in rng.permutation(members):
+        joined = next((lead for lead in leaders if sim[k, lead] >= threshold), None)
+        if joined is None:
+            leaders.append(int(k))
+            joined = int(k)
+        cluster_of[int(k)] = joined
+    held_structures: set[int] = set()
+    for lead in rng.permutation(leaders):
+        if len(held_structures) >= fraction * len(set(members)):
+            break
+        held_structures |= {k for k, c in cluster_of.items() if c == lead}
+    held = sorted(held_structures)
+    near = np.nanmax(sim[:, held], axis=1) >= threshold
+    test = [i for i in consensus if index[conditions[i].smiles] in held_structures]
+    train = [i for i, c in enumerate(conditions) if not near[index[c.smiles]]]
+    train_structures = sorted({index[conditions[i].smiles] for i in train})
+    info = {
+        conditions[i].drug: float(np.nanmax(sim[index[conditions[i].smiles], train_structures]))
+        for i in test
+    }
+    return train, test, info
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b / norm) if norm > 0 else 0.0
+
+
+def signature_evaluation(
+    conditions: Sequence[Condition],
+    train: Sequence[int],
+    test: Sequence[int],
+    model_effects: dict[int, np.ndarray],
+    similarity: Callable[[list[str], list[str]], np.ndarray],
+) -> dict:
+    """Cosine of predicted effect vs measured z-signature on held-out consensus compounds.
+
+    Baselines: no change (effect 0, cosine 0), the mean signature of the training consensus
+    compounds, and the signature of the training consensus compound nearest by Tanimoto.
+    """
+    train_c = [conditions[i] for i in train if conditions[i].source == "consensus"]
+    train_z = np.stack([c.treated[0] for c in train_c])
+    mean_z = train_z.mean(0)
+    train_smiles = [c.smiles for c in train_c]
+    test_smiles = [conditions[i].smiles for i in test]
+    sim = similarity(test_smiles, train_smiles)
+    rows = {"model": [], "mean_signature": [], "nearest_by_tanimoto": [], "no_change": []}
+    for j, i in enumerate(test):
+        real = conditions[i].treated[0]
+        rows["model"].append(_cosine(model_effects[i], real))
+        rows["mean_signature"].append(_cosine(mean_z, real))
+        rows["nearest_by_tanimoto"].append(_cosine(train_z[int(np.nanargmax(sim[j]))], real))
+        rows["no_change"].append(0.0)
+    model = np.array(rows["model"])
+    table = {
+        name: {"mean_cosine": float(np.mean(v)), "median_cosine": float(np.median(v))}
+        for name, v in rows.items()
+    }
+    for name in ("mean_signature", "nearest_by_tanimoto"):
+        table["model"][f"fraction_better_than_{name}"] = float(
+            np.mean(model > np.array(rows[name]))
+        )
+    return {"n_test_compounds": len(test), "n_train_consensus": len(train_c), "metrics": table}
+
+
+def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """AUROC of `positive` for a reversal score (lower = stronger reversal; NaN ranks last)."""
+    key = -np.where(np.isnan(scores), np.inf, scores)
+    pos, neg = key[positive], key[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    ranks = stats.rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _inchikeys(values) -> np.ndarray:
+    return np.array(
+        [str(v).replace("InChIKey=", "").strip() if isinstance(v, str) else "" for v in values]
+    )
+
+
+# near-empty fingerprints: a model that ranks them high scores noise, not chemistry
+NEAR_EMPTY_COMPOUNDS = ("glycerol", "mannitol", "lithium chloride")
+
+
+def tcga_ranking_evaluation(
+    bundle_dir, data, example, *, seed: int = 0, draws: int = 3, normal_where="condition=normal"
+) -> dict:
+    """L01 AUROC of the bundle's rankings on a patient example, next to classic connectivity.
+
+    Reads the bundle (graphs + library), the example file (tumours; normals by `normal_where`),
+    `l1000/consensi_drugbank.parquet` and `drugs/drugbank.tsv` (ATC codes: evaluation labels,
+    never model inputs). Scores every library drug at the reference doses as the clinic side
+    does (Pearson of the effect with tumour - normal, mean over doses) with two effects:
+    `delta` (pred - tumour) and `contrast` (pred - pred(no drug), the 528-zero vector). Classic
+    connectivity: Pearson of each measured consensus signature with tumour - normal.
+    Returns per-effect mean AUROC over patients (all flagged library drugs, and the drugs both
+    methods score), the no-drug control's and the near-empty compounds' rank percentiles.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from unicure_rt.bundle import load_bundle
+    from unicure_rt.drugs import REFERENCE_DOSES_UM, control_vectors, drug_vectors
+    from unicure_rt.embed import embed_profiles, mean_embedding
+    from unicure_rt.inputs import load_patient
+    from unicure_rt.runtime import RuntimeOptions, create_session
+    from unicure_rt.score import resolve_library
+    from unicure_rt.scoring import reversal_scores
+    from unicure_rt.tokenizer import Tokenizer
+
+    data = Path(data)
+    bundle = load_bundle(bundle_dir)
+    library = resolve_library(bundle, None)
+    patient = load_patient(example, normal_where=normal_where)
+    tokenizer = Tokenizer.from_spec(bundle.tokenizer)
+    backbone, _ = create_session(bundle.graph_path("backbone"), RuntimeOptions())
+    flexpert, _ = create_session(bundle.graph_path("flexpert"), RuntimeOptions())
+    present = [g for g in bundle.genes if g in set(patient.genes)]
+    genes = np.array([bundle.genes.index(g) for g in present])
+    tumour = patient.tumour[present].to_numpy(np.float64)
+    signature = tumour - patient.normal[present].to_numpy(np.float64)
+    emb, _ = mean_embedding(
+        embed_profiles(backbone, tokenizer, patient.tumour, seed=seed, draws=draws)
+    )
+
+    def run(cells, drug):
+        return flexpert.run(["expression"], {"cell_embedding": cells, "drug": drug})[0][:, genes]
+
+    embeddings = library.embeddings
+    flags = library.metadata["antineoplastic"]
+    known = flags.notna().to_numpy()
+    positive = flags[known].astype(bool).to_numpy()
+    names = pd.Series(library.names).str.lower()
+    consensus = pd.read_parquet(data / "l1000/consensi_drugbank.parquet")
+    bank = pd.read_csv(
+        data / "drugs/drugbank.tsv", sep="\t", usecols=["drugbank_id", "inchikey", "atc_codes"]
+    ).set_index("drugbank_id")
+    bank = bank.reindex(consensus.index)
+    has_atc = bank["atc_codes"].notna().to_numpy()
+    classic_l01 = (
+        bank["atc_codes"]
+        .fillna("")
+        .map(lambda c: any(x.strip().startswith("L01") for x in c.split("|")))
+        .to_numpy()
+    )
+    z = consensus[present].to_numpy(np.float64)
+    lib_keys = _inchikeys(library.metadata.get("inchi_key", pd.Series([None] * len(library))))
+    row_of = {k: i for i, k in reversed(list(enumerate(lib_keys))) if k}
+    shared = [
+        (j, row_of[k])
+        for j, k in enumerate(_inchikeys(bank["inchikey"]))
+        if k in row_of and has_atc[j]
+    ]
+    per_patient = []
+    for i in range(len(tumour)):
+        cells = np.repeat(emb[i][None], len(library), axis=0)
+        base = run(emb[i][None], control_vectors(1))[0].astype(np.float64)
+        scores = {"delta": [], "contrast": []}
+        for dose in REFERENCE_DOSES_UM:
+            pred = run(cells, drug_vectors(embeddings, dose))
+            scores["delta"].append(reversal_scores(pred, tumour[i], signature[i]))
+            scores["contrast"].append(reversal_scores(pred, base, signature[i]))
+        classic = np.array([np.corrcoef(v, signature[i])[0, 1] for v in z])
+        entry = {
+            "profile": str(patient.tumour.index[i]),
+            "classic_auroc": _auroc(classic[has_atc], classic_l01[has_atc]),
+        }
+        cj = np.array([j for j, _ in shared])
+        lr = np.array([r for _, r in shared])
+        entry["classic_auroc_shared"] = _auroc(classic[cj], classic_l01[cj])
+        no_drug = float(reversal_scores(base[None], tumour[i], signature[i])[0])
+        for effect, values in scores.items():
+            mean = np.mean(values, axis=0)
+            key = np.where(np.isnan(mean), np.inf, mean)
+            entry[f"{effect}_auroc"] = _auroc(mean[known], positive)
+            entry[f"{effect}_auroc_shared"] = _auroc(mean[lr], classic_l01[cj])
+            # share of library drugs ranked above the no-drug control (0 = control ranks first)
+            control = 0.0 if effect == "contrast" else no_drug
+            entry[f"{effect}_no_drug_percentile"] = (
+                1.0 if effect == "contrast" else float(np.mean(key < control))
+            )
+            for compound in NEAR_EMPTY_COMPOUNDS:
+                rows = np.flatnonzero(names == compound)
+                if len(rows):
+                    entry[f"{effect}_percentile_{compound}"] = float(np.mean(key < key[rows[0]]))
+        per_patient.append(entry)
+    frame = pd.DataFrame(per_patient).set_index("profile")
+    return {
+        "example": str(example),
+        "n_patients": len(frame),
+        "n_library_drugs_flagged": int(known.sum()),
+        "n_library_l01": int(positive.sum()),
+        "n_consensus_with_atc": int(has_atc.sum()),
+        "n_shared_drugs": len(shared),
+        "mean": frame.mean().to_dict(),
+        "per_patient": frame.to_dict(orient="index"),
+        "note": "contrast: the no-drug control's effect is zero, so its score is undefined "
+        "(NaN) and it ranks last (percentile 1.0)",
     }

@@ -58,3 +58,18 @@ def stage2_loss(
         "cos": float(cos.detach()),
         "mmd": float(dist.detach()),
     }
+
+
+def direction_loss(
+    pred: torch.Tensor, pred_no_drug: torch.Tensor, signature: torch.Tensor, *, w_cos: float = 0.5
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one z-score signature: only its direction is a measurement.
+
+    `pred[n, g]` and `pred_no_drug[n, g]`: predictions for the same control cells with the drug
+    and with the 528-zero control vector; `signature[g]`: the measured z-scores.
+    `0.5 * (1 - cos(mean(pred) - mean(pred_no_drug), signature))`: the published scale-free
+    term on the contrast effect, the change the scores are computed from.
+    """
+    effect = pred.mean(0) - pred_no_drug.mean(0)
+    cos = 1.0 - F.cosine_similarity(effect, signature, dim=0, eps=1e-8)
+    return w_cos * cos, {"signature_cos": float(cos.detach())}
