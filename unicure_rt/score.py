@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
+from threadpoolctl import threadpool_limits
 
 import unicure_rt
 from unicure_rt.bundle import Bundle, sha256_file
@@ -101,11 +102,19 @@ def dose_label(dose: float) -> str:
 
 
 def permuted_signatures(signature: np.ndarray, permutations: int, seed: int) -> np.ndarray:
-    """`float32[permutations, n_genes]`: unit-centred copies of `signature` with its values
+    """`float64[permutations, n_genes]`: unit-centred copies of `signature` with its values
     shuffled over the genes (seeded), the background each drug's score is compared with."""
     rng = np.random.default_rng(seed)
     shuffled = np.stack([rng.permutation(signature) for _ in range(permutations)])
-    return unit_centred(shuffled).astype(np.float32)
+    return unit_centred(shuffled)
+
+
+def null_scores(effects: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """`effects[n, genes] @ null[k, genes].T` on one BLAS thread: a multi-threaded product
+    rounds differently with the thread count, and a Ray worker (1 thread) must give the same
+    p-values, to the last bit, as this machine's `score` (all cores)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return effects @ null.T
 
 
 @dataclass
@@ -209,24 +218,26 @@ class FlexPertRunner:
             stop = start + len(emb)
             _note_identical_rows(emb, start, first_of, seen)
             first = []
-            null_sum = np.zeros((len(emb), len(null)), np.float64) if null is not None else None
-            null_doses = np.zeros(len(emb), np.int64)
+            effect_sum = np.zeros((len(emb), len(genes))) if null is not None else None
+            effect_doses = np.zeros(len(emb), np.int64)
             for j, dose in enumerate(doses):
                 drugs = drug_vectors(emb, dose)
                 for i, cell in enumerate(cells):
                     predicted = self._run(self._repeated(i, cell, len(emb)), drugs)
                     effects = drug_effects(predicted[:, genes], baselines[i], min_rms=min_rms)
                     scores[i, j, start:stop] = effects @ unit_signature
-                    if i == 0 and null_sum is not None:
+                    if i == 0 and effect_sum is not None:
                         scored = ~np.isnan(effects[:, 0])
-                        null_sum[scored] += effects[scored].astype(np.float32) @ null.T
-                        null_doses += scored
+                        effect_sum[scored] += effects[scored]
+                        effect_doses += scored
                     if i == 0 and keep_top:
                         first.append(predicted)
             mean = dose_mean(scores[0, :, start:stop])
-            if null_sum is not None:
+            if effect_sum is not None:
+                # the dose-mean score is linear in the unit effects: mean_j(e_j . s) = e_mean . s,
+                # so one product with the permuted signatures serves every dose
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    null_means = null_sum / null_doses[:, None]
+                    null_means = null_scores(effect_sum / effect_doses[:, None], null)
                 at_or_below[start:stop] = np.sum(null_means <= mean[:, None], axis=1)
                 null_mean[start:stop] = null_means.mean(axis=1)
                 null_sd[start:stop] = null_means.std(axis=1, ddof=1)
