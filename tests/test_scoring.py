@@ -5,7 +5,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import pearsonr
 
-from unicure_rt.scoring import ascending_ranks, drug_labels, reversal_scores
+from unicure_rt.scoring import (
+    UNSCORABLE_RMS,
+    ascending_ranks,
+    dose_mean,
+    drug_labels,
+    reversal_scores,
+)
 
 
 def test_scores_match_scipy_pearson():
@@ -30,17 +36,49 @@ def test_constant_change_scores_nan_and_ranks_last():
         np.stack([tumour + 1.0, tumour - np.arange(5.0)]), tumour, np.arange(5.0)
     )
     assert np.isnan(scores[0]) and np.isclose(scores[1], -1.0)
-    assert ascending_ranks(scores).tolist() == [2, 1]
+    ranks = ascending_ranks(scores)
+    assert np.isnan(ranks[0]) and ranks[1] == 1  # unscorable: left unranked
+
+
+def test_ties_share_the_lower_rank_as_pandas_min():
+    scores = np.array([0.3, -0.2, 0.3, np.nan, -0.2, -0.5])
+    expected = pd.Series(scores).rank(method="min").to_numpy()
+    np.testing.assert_array_equal(ascending_ranks(scores), expected)
+    assert ascending_ranks(scores).tolist()[:3] == [4.0, 2.0, 4.0]
+
+
+def test_dose_mean_skips_nan_doses():
+    per_dose = np.array([[0.2, np.nan, np.nan], [0.4, -0.1, np.nan]])
+    np.testing.assert_allclose(dose_mean(per_dose), [0.3, -0.1, np.nan])
+
+
+def test_contrast_of_a_constant_shift_is_unscorable():
+    rng = np.random.default_rng(3)
+    no_drug = rng.normal(size=978).astype(np.float32)
+    predicted = np.stack([no_drug, no_drug + np.float32(0.7), no_drug + rng.normal(size=978)])
+    scores = reversal_scores(
+        predicted.astype(np.float32), no_drug, rng.normal(size=978), min_rms=UNSCORABLE_RMS
+    )
+    assert np.isnan(scores[0]) and np.isnan(scores[1]) and np.isfinite(scores[2])
 
 
 @settings(max_examples=200, deadline=None)
-@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(-5, 5)))
-def test_ranks_are_a_permutation_most_negative_first(scores):
+@given(
+    arrays(
+        np.float64,
+        st.integers(1, 40),
+        elements=st.one_of(st.floats(-5, 5), st.just(np.nan), st.sampled_from([-1.0, 0.5])),
+    )
+)
+def test_ranks_are_min_ranks_most_negative_first(scores):
     ranks = ascending_ranks(scores)
-    assert sorted(ranks.tolist()) == list(range(1, len(scores) + 1))
-    assert scores[ranks == 1][0] == scores.min()
-    order = np.argsort(ranks)
-    assert np.all(np.diff(scores[order]) >= 0)
+    np.testing.assert_array_equal(ranks, pd.Series(scores).rank(method="min").to_numpy())
+    scored = ~np.isnan(scores)
+    assert np.array_equal(np.isnan(ranks), ~scored)
+    if scored.any():
+        assert ranks[scored].min() == 1 and scores[ranks == 1][0] == np.nanmin(scores)
+        order = np.argsort(ranks[scored])
+        assert np.all(np.diff(scores[scored][order]) >= 0)
 
 
 def test_drug_labels_tell_apart_one_name_under_two_ids():

@@ -143,3 +143,22 @@ def test_tcga_example_ranking_stratifies(tiny_bundle, shared_data, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "t" / "clusters.csv")) == 5
+
+
+def test_unranked_drugs_are_dropped_and_text_ranks_refused(tmp_path):
+    from unicure_rt.stratify import rank_matrix
+
+    table = pd.DataFrame(
+        {
+            "profile": ["a", "a", "a", "b", "b", "b"],
+            "drug_id": ["x", "y", "z", "x", "y", "z"],
+            "rank": [1, None, 2, 2, 1, None],
+        }
+    )
+    path = tmp_path / "ranking.csv"
+    table.to_csv(path, index=False)
+    matrix = rank_matrix(read_ranking(path))
+    assert list(matrix.columns) == ["x"] and matrix["x"].tolist() == [1.0, 2.0]
+    table.assign(rank=["1", "two", "2", "2", "1", ""]).to_csv(path, index=False)
+    with pytest.raises(UserError, match="not finite numbers"):
+        read_ranking(path)

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.bundle import Bundle
-from unicure_rt.drugs import drug_vectors
+from unicure_rt.drugs import DRUG_VECTOR_LENGTH, drug_vectors
 from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.inputs import PatientProfiles
 from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.tokenizer import Tokenizer
+
+NO_DRUG = "(no drug)"
 
 
 def predict_expression(
@@ -25,10 +27,13 @@ def predict_expression(
     seed: int,
     draws: int,
     runtime: RuntimeOptions,
+    no_drug: bool = False,
 ) -> pd.DataFrame:
     """One row per profile x drug x dose: `profile`, `drug_id`, `dose_uM`, then one column per
     output gene with the predicted treated expression (log2 scale of the training data).
 
+    With `no_drug`, each profile also gets a row `drug_id = NO_DRUG` (dose NaN): the prediction
+    for the control vector (528 zeros), the baseline of the contrast effect.
     Reads `profiles.tumour`; the normal reference is not used.
     """
     backbone, _ = create_session(bundle.graph_path("backbone"), runtime)
@@ -38,6 +43,16 @@ def predict_expression(
     cells, _spread = mean_embedding(draw_embeddings)
     frames = []
     for profile, cell in zip(profiles.tumour.index, cells, strict=True):
+        if no_drug:
+            control = np.zeros((1, DRUG_VECTOR_LENGTH), np.float32)
+            expression = flexpert.run(
+                ["expression"], {"cell_embedding": cell[None, :], "drug": control}
+            )[0]
+            frame = pd.DataFrame(expression, columns=bundle.genes)
+            frame.insert(0, "profile", str(profile))
+            frame.insert(1, "drug_id", NO_DRUG)
+            frame.insert(2, "dose_uM", np.nan)
+            frames.append(frame)
         for dose in doses:
             drugs = drug_vectors(drug_embeddings, dose)
             batch = np.repeat(cell[None, :], len(drugs), axis=0)
@@ -51,12 +66,25 @@ def predict_expression(
 
 
 def largest_changes(
-    predictions: pd.DataFrame, profiles: PatientProfiles, genes: Sequence[str], n: int = 5
+    predictions: pd.DataFrame,
+    profiles: PatientProfiles,
+    genes: Sequence[str],
+    n: int = 5,
+    *,
+    effect: str = "published",
 ) -> list[str]:
-    """For each prediction row, the `n` genes with the largest |predicted - input| (text)."""
-    present = [g for g in genes if g in profiles.tumour.columns]
-    baseline = profiles.tumour.loc[predictions["profile"], present].to_numpy()
-    change = predictions[present].to_numpy() - baseline
+    """For each drug row of `predictions`, the `n` genes with the largest predicted change
+    (text): |predicted - input| for the published effect, |predicted - predicted(no drug)| for
+    the contrast (which needs the `NO_DRUG` rows of `predict_expression(no_drug=True)`)."""
+    drugs = predictions[predictions["drug_id"] != NO_DRUG]
+    if effect == "contrast":
+        control = predictions[predictions["drug_id"] == NO_DRUG].set_index("profile")
+        present = [g for g in genes if g in predictions.columns]
+        baseline = control.loc[drugs["profile"], present].to_numpy()
+    else:
+        present = [g for g in genes if g in profiles.tumour.columns]
+        baseline = profiles.tumour.loc[drugs["profile"], present].to_numpy()
+    change = drugs[present].to_numpy() - baseline
     order = np.argsort(-np.abs(change), axis=1)[:, :n]
     return [
         ", ".join(f"{present[j]} {change[i, j]:+.2f}" for j in row) for i, row in enumerate(order)

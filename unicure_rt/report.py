@@ -51,7 +51,7 @@ def _draw_figures(plt, result: ScoreResult, top: int, out: Path) -> dict[str, Pa
     shown = profiles[:MAX_PROFILE_PANELS]
     fig, axes = _grid(plt, len(shown))
     for ax, profile in zip(axes, shown, strict=False):
-        best = ranking[ranking["profile"] == profile].nsmallest(top, "rank")
+        best = ranked_top(ranking[ranking["profile"] == profile], top)
         names = drug_labels(best)[::-1]
         ax.barh(names, best["score"].to_numpy()[::-1], color="tab:green")
         ax.set_title(profile, fontsize=9, loc="left")
@@ -61,7 +61,7 @@ def _draw_figures(plt, result: ScoreResult, top: int, out: Path) -> dict[str, Pa
 
     fig, axes = _grid(plt, len(shown))
     for ax, profile in zip(axes, shown, strict=False):
-        best = ranking[ranking["profile"] == profile].nsmallest(min(top, 5), "rank")
+        best = ranked_top(ranking[ranking["profile"] == profile], min(top, 5))
         curves = best[[dose_label(d) for d in doses]].to_numpy()
         for label, values in zip(drug_labels(best), curves, strict=True):
             ax.plot(doses, values, "o-", label=label, ms=3)
@@ -73,14 +73,15 @@ def _draw_figures(plt, result: ScoreResult, top: int, out: Path) -> dict[str, Pa
         ax.legend(fontsize=7, frameon=False)
     figures["dose_curves"] = _save(fig, out / "dose_curves.png")
     if len(profiles) > 1:
-        union = ranking[ranking["rank"] <= top]["drug_id"].unique()
+        union = ranking[ranking["rank"].le(top).fillna(False)]["drug_id"].unique()
         matrix = ranking[ranking["drug_id"].isin(union)].pivot_table(
             index="profile", columns="drug_id", values="rank", aggfunc="first"
         )
         names = ranking.drop_duplicates("drug_id").set_index("drug_id")
         height = 0.3 * len(profiles) + 2.2
         fig, ax = plt.subplots(figsize=(max(5, 0.35 * matrix.shape[1] + 3), height))
-        image = ax.imshow(np.log10(matrix.to_numpy()), aspect="auto", cmap="viridis_r")
+        values = matrix.to_numpy(dtype=float, na_value=np.nan)
+        image = ax.imshow(np.log10(values), aspect="auto", cmap="viridis_r")
         ax.set_yticks(range(len(matrix)), matrix.index, fontsize=7)
         labels = drug_labels(names.loc[matrix.columns].reset_index())
         ax.set_xticks(range(matrix.shape[1]), labels, rotation=90, fontsize=7)
@@ -88,6 +89,12 @@ def _draw_figures(plt, result: ScoreResult, top: int, out: Path) -> dict[str, Pa
         ax.set_title("Sample x drug ranks (drugs in any sample's top list)")
         figures["rank_heatmap"] = _save(fig, out / "rank_heatmap.png")
     return figures
+
+
+def ranked_top(rows: pd.DataFrame, top: int) -> pd.DataFrame:
+    """The `top` best-ranked rows of one profile (unranked drugs never; ties in table order)."""
+    ranked = rows[rows["rank"].notna()]
+    return ranked.sort_values("rank", kind="stable").head(top)
 
 
 def _grid(plt, n: int):
@@ -140,6 +147,9 @@ COLUMNS = {
     "drug_name": "drug",
     "drug_id": "id",
     "score": "score",
+    "z": "z",
+    "p_value": "p",
+    "fdr": "FDR",
     "best_dose_uM": "best dose (µM)",
     "score_sd_across_draws": "SD across draws",
 }
@@ -155,6 +165,7 @@ def write_report(result: ScoreResult, out: Path, *, top: int = 10) -> Path:
         f"{run['draws']} sentence draw(s), {html.escape(run['providers']['flexpert'])}</p>",
         "<p class='warn'>Research use only. Scores are model predictions of transcriptional "
         "reversal, not evidence of clinical benefit. Read the model card of the bundle used.</p>",
+        f"<p class='note'>{html.escape(scoring_note(run))}</p>",
         "<h2>Top drugs per sample</h2>",
     ]
     for profile, rows in result.ranking.groupby("profile", sort=False):
@@ -164,9 +175,7 @@ def write_report(result: ScoreResult, out: Path, *, top: int = 10) -> Path:
             f"{html.escape(info['normal_source'])}; cells: {info['n_cells']}; embedding spread "
             f"across draws: {info['embedding_spread']:.4f}</p>"
         )
-        shown = rows.nsmallest(top, "rank")[[c for c in COLUMNS if c in rows]].rename(
-            columns=COLUMNS
-        )
+        shown = ranked_top(rows, top)[[c for c in COLUMNS if c in rows]].rename(columns=COLUMNS)
         shown["best dose (µM)"] = [f"{d:g}" for d in shown["best dose (µM)"]]
         sections.append(_table(shown, left=("drug", "id")))
     sections.append("<h2>Figures</h2>")
@@ -188,6 +197,28 @@ def write_report(result: ScoreResult, out: Path, *, top: int = 10) -> Path:
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def scoring_note(run: dict) -> str:
+    """One paragraph on what the score, z, p and FDR columns mean for this run."""
+    effect = {
+        "published": "the published formula: Pearson correlation over the output genes of the "
+        "predicted change pred - tumour with the signature tumour - normal (it carries the "
+        "model's platform offset, the same for every drug)",
+        "contrast": "the contrast: Pearson correlation over the output genes of pred(drug) - "
+        "pred(no drug), the model's own prediction without a drug for the same cell, with the "
+        "signature tumour - normal",
+    }[run["effect"]]
+    text = f"Score = mean over the doses of {effect}; lower = stronger predicted reversal."
+    permutations = run.get("null", {}).get("permutations")
+    if permutations:
+        text += (
+            f" z and p compare each drug's score with its scores against {permutations} "
+            "copies of the signature with its values shuffled over the genes (one-sided p of "
+            "reversal, (1 + count at or below) / (permutations + 1)); FDR is Benjamini-Hochberg "
+            "over the drugs of the sample."
+        )
+    return text + f" Ranked by {run['rank_by']}; ties share the lower rank."
 
 
 def _qc_tables(run: dict) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -11,30 +12,58 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import false_discovery_control
 
 import unicure_rt
 from unicure_rt.bundle import Bundle, sha256_file
-from unicure_rt.drugs import REFERENCE_DOSES_UM, DrugLibrary, drug_vectors, load_library
+from unicure_rt.drugs import (
+    DRUG_VECTOR_LENGTH,
+    REFERENCE_DOSES_UM,
+    DrugLibrary,
+    drug_vectors,
+    load_library,
+)
 from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import PatientProfiles, check_coverage, gene_coverage
 from unicure_rt.outputs import staged_output_dir
 from unicure_rt.runtime import RuntimeOptions, create_session
-from unicure_rt.scoring import ascending_ranks, reversal_scores
+from unicure_rt.scoring import (
+    EFFECTS,
+    ascending_ranks,
+    dose_mean,
+    drug_effects,
+    effect_min_rms,
+    unit_centred,
+)
 from unicure_rt.tokenizer import Tokenizer
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+RANK_BY = ("score", "z")
+"""What `rank` follows: the raw reversal score, or its z against the drug's own null."""
+
+DEFAULT_PERMUTATIONS = 1000
+
+
 @dataclass
 class ScoreOptions:
-    """Everything about a scoring run that is not the input data."""
+    """Everything about a scoring run that is not the input data.
+
+    `effect` is one of `scoring.EFFECTS`; `permutations` gene-shuffled copies of each
+    profile's signature make every drug's null (0: no null, no z / p-value / FDR columns);
+    `rank_by` is one of `RANK_BY`.
+    """
 
     doses: tuple[float, ...] = REFERENCE_DOSES_UM
     draws: int = 3
     seed: int = 0
     drug_batch: int = 4096
     prediction_top: int = 0  # keep predicted expression of the top N drugs per profile
+    effect: str = "published"
+    rank_by: str = "score"
+    permutations: int = DEFAULT_PERMUTATIONS
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
     def __post_init__(self) -> None:
@@ -44,6 +73,20 @@ class ScoreOptions:
             raise UserError("At least one dose is needed: pass --doses, e.g. --doses 0.1,1,10.")
         if any(not np.isfinite(d) or d < 0 for d in self.doses):
             raise UserError(f"Doses must be non-negative numbers in µM (got {list(self.doses)}).")
+        if self.effect not in EFFECTS:
+            raise UserError(
+                f"Unknown --effect '{self.effect}'. Choose {' or '.join(EFFECTS)}: published is "
+                "pred - tumour (the paper's formula), contrast is pred - pred(no drug)."
+            )
+        if self.rank_by not in RANK_BY:
+            raise UserError(f"Unknown --rank-by '{self.rank_by}'. Choose {' or '.join(RANK_BY)}.")
+        if not 0 <= self.permutations <= 100_000:
+            raise UserError(
+                f"--permutations must be between 0 and 100000 (got {self.permutations}); 1000 "
+                "gives p-values down to 0.001."
+            )
+        if self.rank_by == "z" and not self.permutations:
+            raise UserError("--rank-by z needs the null: leave --permutations above 0.")
 
 
 @dataclass
@@ -57,15 +100,61 @@ def dose_label(dose: float) -> str:
     return f"score_{dose:g}uM"
 
 
+def permuted_signatures(signature: np.ndarray, permutations: int, seed: int) -> np.ndarray:
+    """`float32[permutations, n_genes]`: unit-centred copies of `signature` with its values
+    shuffled over the genes (seeded), the background each drug's score is compared with."""
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([rng.permutation(signature) for _ in range(permutations)])
+    return unit_centred(shuffled).astype(np.float32)
+
+
+@dataclass
+class NullSummary:
+    """Per drug: how its dose-mean score compares with its scores under the permuted
+    signatures (the same permutations at every dose)."""
+
+    at_or_below: np.ndarray  # int64[n_drugs]: null scores <= the observed score
+    mean: np.ndarray  # float64[n_drugs]
+    sd: np.ndarray  # float64[n_drugs]
+    permutations: int
+
+    def z(self, observed: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (observed - self.mean) / self.sd
+
+    def p_values(self, observed: np.ndarray) -> np.ndarray:
+        """One-sided empirical p of reversal, (1 + #null <= observed) / (K + 1); NaN unscored."""
+        p = (1.0 + self.at_or_below) / (self.permutations + 1.0)
+        return np.where(np.isnan(observed), np.nan, p)
+
+
+def within_profile_fdr(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values over the scored drugs of one profile."""
+    fdr = np.full(len(p_values), np.nan)
+    scored = ~np.isnan(p_values)
+    if scored.any():
+        fdr[scored] = false_discovery_control(p_values[scored], method="bh")
+    return fdr
+
+
+@dataclass
+class PassResult:
+    """What one pass over the library gives for a profile's cells."""
+
+    scores: np.ndarray  # float64[n_cells, n_doses, n_drugs]
+    null: NullSummary | None
+    kept: dict[int, np.ndarray]  # row -> float32[n_doses, n_genes] of the best drugs
+
+
 class FlexPertRunner:
     """Predicts expression for cell embeddings against a whole library, streaming the library.
 
     Memory stays flat in the library size: each batch of `options.drug_batch` drugs is predicted
-    at every dose, reduced to reversal scores and dropped, so a pass holds one batch of
-    predictions (plus the scores, 8 bytes per drug, cell and dose) and reads the library once.
-    Only the predictions of the best `keep_top` drugs are kept. Batches are the
-    `library.iter_batches(drug_batch)` slices, so results do not depend on how many drugs the
-    library holds.
+    at every dose, reduced to reversal scores (and to counts against the null) and dropped, so a
+    pass holds one batch of predictions plus the scores, 8 bytes per drug, cell and dose, and
+    reads the library once. Only the predictions of the best `keep_top` drugs are kept. Batches
+    are the `library.iter_batches(drug_batch)` slices, so results do not depend on how many
+    drugs the library holds; rows whose embeddings are identical get the scores of the first.
     """
 
     def __init__(self, session, library: DrugLibrary, options: ScoreOptions) -> None:
@@ -82,40 +171,66 @@ class FlexPertRunner:
     def _run(self, cells: np.ndarray, drugs: np.ndarray) -> np.ndarray:
         return self.session.run(["expression"], {"cell_embedding": cells, "drug": drugs})[0]
 
+    def no_drug(self, cells: np.ndarray) -> np.ndarray:
+        """`float32[n_cells, n_genes]`: the prediction for the control vector (528 zeros, the
+        published control arm) for each cell: one extra FlexPert row per cell, not per drug."""
+        control = np.zeros((len(cells), DRUG_VECTOR_LENGTH), dtype=np.float32)
+        return self._run(np.ascontiguousarray(cells, dtype=np.float32), control)
+
     def scores(
         self,
         cells: np.ndarray,
         genes: np.ndarray,
-        tumour: np.ndarray,
+        baselines: np.ndarray,
         signature: np.ndarray,
         *,
+        null: np.ndarray | None = None,
         keep_top: int = 0,
-    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        """Reversal scores `float64[n_cells, n_doses, n_drugs]` of `cells[n_cells, dim]` at every
-        dose of `options.doses`, in one pass over the library.
+    ) -> PassResult:
+        """Reversal scores of `cells[n_cells, dim]` at every dose of `options.doses`, in one pass
+        over the library; `baselines[n_cells, n_genes]` is what each cell's prediction is
+        compared with (the tumour, or the cell's no-drug prediction: `options.effect`).
 
-        With `keep_top`, also the predictions `{row: float32[n_doses, n_genes]}` of the
-        `keep_top` drugs with the lowest mean score over the doses for `cells[0]` (ties keep
-        library order, NaN last: the order of `ascending_ranks`).
+        With `null` (`permuted_signatures`), the dose-mean score of `cells[0]` is compared with
+        each drug's dose-mean scores under those signatures. With `keep_top`, also the
+        predictions of the `keep_top` drugs with the lowest dose-mean score for `cells[0]`
+        (ties keep library order, unscorable last).
         """
         doses = self.options.doses
-        scores = np.empty((len(cells), len(doses), len(self.library)), dtype=np.float64)
+        min_rms = effect_min_rms(self.options.effect)
+        unit_signature = unit_centred(signature)
+        n = len(self.library)
+        scores = np.empty((len(cells), len(doses), n), dtype=np.float64)
+        at_or_below, null_mean, null_sd = (np.zeros(n, np.int64), np.empty(n), np.empty(n))
         kept: dict[int, tuple[float, np.ndarray]] = {}
+        first_of, seen = np.arange(n), {}
         self._cells.clear()
         for start, emb in self.library.iter_batches(self.options.drug_batch):
             stop = start + len(emb)
+            _note_identical_rows(emb, start, first_of, seen)
             first = []
+            null_sum = np.zeros((len(emb), len(null)), np.float64) if null is not None else None
+            null_doses = np.zeros(len(emb), np.int64)
             for j, dose in enumerate(doses):
                 drugs = drug_vectors(emb, dose)
                 for i, cell in enumerate(cells):
                     predicted = self._run(self._repeated(i, cell, len(emb)), drugs)
-                    scores[i, j, start:stop] = reversal_scores(
-                        predicted[:, genes], tumour, signature
-                    )
+                    effects = drug_effects(predicted[:, genes], baselines[i], min_rms=min_rms)
+                    scores[i, j, start:stop] = effects @ unit_signature
+                    if i == 0 and null_sum is not None:
+                        scored = ~np.isnan(effects[:, 0])
+                        null_sum[scored] += effects[scored].astype(np.float32) @ null.T
+                        null_doses += scored
                     if i == 0 and keep_top:
                         first.append(predicted)
+            mean = dose_mean(scores[0, :, start:stop])
+            if null_sum is not None:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    null_means = null_sum / null_doses[:, None]
+                at_or_below[start:stop] = np.sum(null_means <= mean[:, None], axis=1)
+                null_mean[start:stop] = null_means.mean(axis=1)
+                null_sd[start:stop] = null_means.std(axis=1, ddof=1)
             if keep_top:
-                mean = np.mean([scores[0, j, start:stop] for j in range(len(doses))], axis=0)
                 key = np.where(np.isnan(mean), np.inf, mean)
                 for row in np.argsort(key, kind="stable")[:keep_top]:
                     kept[start + int(row)] = (
@@ -125,7 +240,15 @@ class FlexPertRunner:
                 if len(kept) > keep_top:
                     best = sorted(kept, key=lambda r: (kept[r][0], r))[:keep_top]
                     kept = {r: kept[r] for r in best}
-        return scores, {row: value for row, (_key, value) in kept.items()}
+        copies = np.flatnonzero(first_of != np.arange(n))
+        if len(copies):
+            scores[:, :, copies] = scores[:, :, first_of[copies]]
+            for values in (at_or_below, null_mean, null_sd):
+                values[copies] = values[first_of[copies]]
+        summary = None
+        if null is not None:
+            summary = NullSummary(at_or_below, null_mean, null_sd, len(null))
+        return PassResult(scores, summary, {row: value for row, (_key, value) in kept.items()})
 
     def predictions_of(self, cell: np.ndarray, rows: list[int]) -> dict[int, np.ndarray]:
         """`{row: float32[n_doses, n_genes]}` for the given library rows, predicted in the same
@@ -144,6 +267,15 @@ class FlexPertRunner:
         return found
 
 
+def _note_identical_rows(emb: np.ndarray, start: int, first_of: np.ndarray, seen: dict) -> None:
+    """Set `first_of[start + k]` to the first row seen with byte-identical embeddings to
+    `emb[k]` (itself if none), so that copies of one compound get one score and one rank."""
+    rows = np.ascontiguousarray(emb)
+    for k in range(len(rows)):
+        key = hashlib.blake2b(rows[k].tobytes(), digest_size=16).digest()
+        first_of[start + k] = seen.setdefault(key, start + k)
+
+
 def _profile_ranking(
     runner: FlexPertRunner,
     embeddings: np.ndarray,
@@ -154,35 +286,60 @@ def _profile_ranking(
     options: ScoreOptions,
 ) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """One profile's ranking table and the predictions of its `options.prediction_top` drugs
-    (`{row: float32[n_doses, n_genes]}`)."""
+    (`{row: float32[n_doses, n_genes]}`).
+
+    Columns: rank (following `options.rank_by`; empty for unscorable drugs), score (mean over
+    the doses with a score), z / p_value / fdr against the drug's null (with
+    `options.permutations`), the per-dose scores, best_dose_uM, score_sd_across_draws.
+    """
     signature = tumour - normal
     cells = embeddings[None, :]
     if len(draw_embeddings) > 1:
         cells = np.concatenate([cells, draw_embeddings])
-    scores, kept = runner.scores(cells, genes, tumour, signature, keep_top=options.prediction_top)
-    per_dose = {d: scores[0, j] for j, d in enumerate(options.doses)}
-    mean = np.mean([per_dose[d] for d in options.doses], axis=0)
-    table = {"rank": ascending_ranks(mean), "score": mean}
-    table.update({dose_label(d): per_dose[d] for d in options.doses})
-    stacked = np.stack([per_dose[d] for d in options.doses], axis=1)
+    if options.effect == "contrast":
+        baselines = runner.no_drug(cells)[:, genes].astype(np.float64)
+    else:
+        baselines = np.repeat(tumour[None, :], len(cells), axis=0)
+    null = None
+    if options.permutations:
+        null = permuted_signatures(signature, options.permutations, options.seed)
+    result = runner.scores(
+        cells, genes, baselines, signature, null=null, keep_top=options.prediction_top
+    )
+    scores = result.scores
+    mean = dose_mean(scores[0])
+    table: dict[str, np.ndarray] = {"score": mean}
+    if result.null is not None:
+        table["z"] = result.null.z(mean)
+        table["p_value"] = result.null.p_values(mean)
+        table["fdr"] = within_profile_fdr(table["p_value"])
+    ranks = ascending_ranks(table[options.rank_by])
+    table = {"rank": pd.array(ranks, dtype="Int64"), **table}
+    table.update({dose_label(d): scores[0, j] for j, d in enumerate(options.doses)})
     doses = np.asarray(options.doses)
-    table["best_dose_uM"] = doses[np.argmin(np.where(np.isnan(stacked), np.inf, stacked), axis=1)]
+    per_dose = scores[0].T
+    best = np.argmin(np.where(np.isnan(per_dose), np.inf, per_dose), axis=1)
+    table["best_dose_uM"] = np.where(np.isnan(mean), np.nan, doses[best])
     if len(draw_embeddings) > 1:
-        draw_means = [
-            np.mean([scores[k, j] for j in range(len(options.doses))], axis=0)
-            for k in range(1, len(cells))
-        ]
+        draw_means = np.stack([dose_mean(scores[k]) for k in range(1, len(cells))])
         table["score_sd_across_draws"] = np.std(draw_means, axis=0, ddof=1)
     else:
         table["score_sd_across_draws"] = np.full(len(mean), np.nan)
     frame = pd.DataFrame(table)
+    kept = result.kept
     if options.prediction_top:
-        top = frame.nsmallest(options.prediction_top, "rank").index.to_numpy()
+        top = _top_rows(frame, options.prediction_top)
         missing = [int(r) for r in top if int(r) not in kept]
-        if missing:  # only if float rounding ordered the batch and the global ranking apart
+        if missing:  # ranked by z, or float rounding ordered the batch and the ranking apart
             kept.update(runner.predictions_of(embeddings, missing))
         kept = {int(r): kept[int(r)] for r in top}
     return frame, kept
+
+
+def _top_rows(frame: pd.DataFrame, top: int) -> np.ndarray:
+    """Index of the `top` best-ranked rows (rank order, then library order; unranked never)."""
+    ranked = frame[frame["rank"].notna()]
+    return ranked.sort_values("rank", kind="stable").index.to_numpy()[:top]
 
 
 def score_patient(
@@ -297,7 +454,7 @@ def score_patient(
 
 
 def _top_predictions(profile, table, predicted, genes, library, options) -> pd.DataFrame:
-    top = table.nsmallest(options.prediction_top, "rank").index.to_numpy()
+    top = _top_rows(table, options.prediction_top)
     frames = []
     for j, dose in enumerate(options.doses):
         frame = pd.DataFrame(
@@ -348,7 +505,24 @@ def run_identity(
         "seed": options.seed,
         "draws": options.draws,
         "doses_uM": list(options.doses),
+        "effect": options.effect,
+        "rank_by": options.rank_by,
+        "null": {
+            "kind": "gene-permuted signature" if options.permutations else None,
+            "permutations": options.permutations,
+        },
     }
+
+
+def scoring_choice(bundle: Bundle, effect: str | None, rank_by: str | None) -> tuple[str, str]:
+    """The effect and ranking a run uses: those asked for, else the bundle's own choice
+    (manifest `scoring`, written where the evidence was measured), else the published formula
+    ranked by raw score."""
+    chosen = bundle.manifest.get("scoring") or {}
+    return (
+        effect or chosen.get("effect") or "published",
+        rank_by or chosen.get("rank_by") or "score",
+    )
 
 
 def resolve_library(bundle: Bundle, drugs: Path | None) -> DrugLibrary:

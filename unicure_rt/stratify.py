@@ -49,26 +49,34 @@ def read_ranking(path: Path) -> pd.DataFrame:
             "written by `unicure-rt score`."
         )
     ranks = pd.to_numeric(table["rank"], errors="coerce")
-    bad = table["rank"][ranks.isna() | ~np.isfinite(ranks.to_numpy(dtype=float, na_value=np.nan))]
+    empty = table["rank"].isna() | table["rank"].astype(str).str.strip().eq("")
+    values = ranks.to_numpy(dtype=float, na_value=np.nan)
+    bad = table["rank"][(ranks.isna() & ~empty) | np.isinf(values)]
     if len(bad):
         raise UserError(
             f"'{path}' has {len(bad)} rank(s) that are not finite numbers (e.g. "
             f"{str(bad.iloc[0])[:40]!r}); a `unicure-rt score` ranking holds whole-number ranks. "
-            "Re-run `unicure-rt score`, or fix the rank column."
+            "Re-run `unicure-rt score`, or fix the rank column (empty = unranked)."
         )
     table["rank"] = ranks
     return table
 
 
 def rank_matrix(ranking: pd.DataFrame) -> pd.DataFrame:
-    """Profiles x drugs matrix of ranks; every profile must rank the same drugs."""
-    matrix = ranking.pivot_table(index="profile", columns="drug_id", values="rank", aggfunc="first")
-    if matrix.isna().any().any():
+    """Profiles x drugs matrix of ranks; every profile must have scored the same drugs.
+
+    A drug left unranked (empty rank: no predicted effect) in any profile is dropped, since
+    it has no place in that profile's order.
+    """
+    drugs = ranking.groupby("profile", sort=False)["drug_id"].agg(frozenset)
+    if drugs.nunique() > 1:
         raise UserError(
             "The ranking's profiles were not scored against the same drugs; stratify one "
             "`score` run (one library) at a time."
         )
-    return matrix
+    first = ranking.drop_duplicates(["profile", "drug_id"])
+    matrix = first.pivot(index="profile", columns="drug_id", values="rank")
+    return matrix.loc[:, matrix.notna().all()]
 
 
 def standardised_log_ranks(matrix: pd.DataFrame) -> np.ndarray:

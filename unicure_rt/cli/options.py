@@ -72,3 +72,32 @@ DosesOpt = Annotated[
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
+EffectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--effect",
+        help="The predicted drug effect that is scored: contrast (pred - pred(no drug), free of "
+        "the platform offset) or published (pred - tumour, the paper's formula). Default: the "
+        "bundle's choice (its manifest 'scoring'), else published.",
+        show_default=False,
+    ),
+]
+RankByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rank-by",
+        help="What rank follows: score (the raw reversal score) or z (the score against the "
+        "drug's own gene-permutation null). Default: the bundle's choice, else score.",
+        show_default=False,
+    ),
+]
+PermutationsOpt = Annotated[
+    int,
+    typer.Option(
+        "--permutations",
+        min=0,
+        max=100_000,
+        help="Gene-shuffled copies of each signature that make every drug's null (z, p_value "
+        "and BH fdr columns); 0 = no null.",
+    ),
+]

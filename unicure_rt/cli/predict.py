@@ -18,6 +18,7 @@ from unicure_rt.cli.options import (
     DosesOpt,
     DrawsOpt,
     DrugsOpt,
+    EffectOpt,
     ForceOpt,
     GeneKeyOpt,
     GroupKeyOpt,
@@ -32,9 +33,10 @@ from unicure_rt.drugs import REFERENCE_DOSES_UM, encode_smiles
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import load_profiles
 from unicure_rt.outputs import refuse_existing, staged_output_file, write_marked_parquet
-from unicure_rt.predict import largest_changes, predict_expression
+from unicure_rt.predict import NO_DRUG, largest_changes, predict_expression
 from unicure_rt.runtime import RuntimeOptions
-from unicure_rt.score import resolve_library
+from unicure_rt.score import resolve_library, scoring_choice
+from unicure_rt.scoring import EFFECTS
 
 
 @report_errors
@@ -62,6 +64,7 @@ def predict(
     min_cells: MinCellsOpt = 10,
     draws: DrawsOpt = 3,
     seed: SeedOpt = 0,
+    effect: EffectOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     force: ForceOpt = False,
@@ -76,6 +79,9 @@ def predict(
             raise UserError(f"--out must end in .parquet or .csv (got '{out.name}').")
         refuse_existing(out, force, protect)
     loaded = load_bundle(bundle)
+    effect, _rank_by = scoring_choice(loaded, effect, None)
+    if effect not in EFFECTS:
+        raise UserError(f"Unknown --effect '{effect}'. Choose {' or '.join(EFFECTS)}.")
     ids, parts = [], []
     if drug:
         library = resolve_library(loaded, drugs)
@@ -102,6 +108,7 @@ def predict(
         seed=seed,
         draws=draws,
         runtime=RuntimeOptions(device=device, threads=threads),
+        no_drug=effect == "contrast",
     )
     if out is not None:
         with staged_output_file(out, force=force, inputs=protect) as target:
@@ -109,11 +116,13 @@ def predict(
                 predictions.to_csv(target, index=False)
             else:
                 write_marked_parquet(predictions, target, "predict")
-    table = Table(title="Largest predicted changes (predicted - input, log2)")
+    baseline = "predicted(no drug)" if effect == "contrast" else "input, log2"
+    table = Table(title=f"Largest predicted changes (predicted - {baseline}; effect: {effect})")
     for column in ("profile", "drug", "dose µM", "genes"):
         table.add_column(column)
-    changes = largest_changes(predictions, profiles, loaded.genes)
-    for row, text in zip(predictions.itertuples(), changes, strict=True):
+    changes = largest_changes(predictions, profiles, loaded.genes, effect=effect)
+    drug_rows = predictions[predictions["drug_id"] != NO_DRUG]
+    for row, text in zip(drug_rows.itertuples(), changes, strict=True):
         table.add_row(escape(row.profile), escape(row.drug_id), f"{row.dose_uM:g}", escape(text))
     console.print(table)
     if out is not None:

@@ -22,6 +22,7 @@ from unicure_rt.cli.options import (
     DosesOpt,
     DrawsOpt,
     DrugsOpt,
+    EffectOpt,
     ForceOpt,
     Fp16Opt,
     GeneKeyOpt,
@@ -30,6 +31,8 @@ from unicure_rt.cli.options import (
     MinCellsOpt,
     NormalOpt,
     NormalWhereOpt,
+    PermutationsOpt,
+    RankByOpt,
     SampleKeyOpt,
     SeedOpt,
     ThreadsOpt,
@@ -40,10 +43,12 @@ from unicure_rt.inputs import LoadOptions, load_patient
 from unicure_rt.outputs import refuse_existing
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import (
+    DEFAULT_PERMUTATIONS,
     ScoreOptions,
     ScoreResult,
     resolve_library,
     score_patient,
+    scoring_choice,
     write_score_outputs,
 )
 from unicure_rt.scoring import drug_labels
@@ -103,6 +108,9 @@ def score(
     doses: DosesOpt = None,
     draws: DrawsOpt = 3,
     seed: SeedOpt = 0,
+    effect: EffectOpt = None,
+    rank_by: RankByOpt = None,
+    permutations: PermutationsOpt = DEFAULT_PERMUTATIONS,
     device: DeviceOpt = "auto",
     fp16: Fp16Opt = False,
     threads: ThreadsOpt = 0,
@@ -148,6 +156,9 @@ def score(
             doses=doses,
             draws=draws,
             seed=seed,
+            effect=effect,
+            rank_by=rank_by,
+            permutations=permutations,
             device=device,
             fp16=fp16,
             threads=threads,
@@ -178,14 +189,19 @@ def score(
     protect = [input, normal, drugs, bundle or DEFAULT_BUNDLE]
     if out is not None:
         refuse_existing(out, force, protect)
+    parsed_doses = parse_doses(doses) or REFERENCE_DOSES_UM
+    loaded = load_bundle(bundle)
+    effect, rank_by = scoring_choice(loaded, effect, rank_by)
     options = ScoreOptions(
-        doses=parse_doses(doses) or REFERENCE_DOSES_UM,
+        doses=parsed_doses,
         draws=draws,
         seed=seed,
         prediction_top=top if predictions else 0,
+        effect=effect,
+        rank_by=rank_by,
+        permutations=permutations,
         runtime=RuntimeOptions(device=device, fp16=fp16, threads=threads),
     )
-    loaded = load_bundle(bundle)
     library = resolve_library(loaded, drugs)
     patient = load_patient(input, **load.kwargs())
     with _progress(quiet or as_json) as progress:
@@ -226,6 +242,9 @@ def _score_on_ray(
     doses: str | None,
     draws: int,
     seed: int,
+    effect: str | None,
+    rank_by: str | None,
+    permutations: int,
     device: str,
     fp16: bool,
     threads: int,
@@ -253,10 +272,14 @@ def _score_on_ray(
         )
     from unicure_rt.engines.ray_engine import score_cohort
 
+    effect, rank_by = scoring_choice(load_bundle(bundle), effect, rank_by)
     options = ScoreOptions(
         doses=parse_doses(doses) or REFERENCE_DOSES_UM,
         draws=draws,
         seed=seed,
+        effect=effect,
+        rank_by=rank_by,
+        permutations=permutations,
         runtime=RuntimeOptions(device=device, fp16=fp16, threads=threads),
     )
 
@@ -296,6 +319,12 @@ def _score_on_ray(
         )
 
 
+EFFECT_MEANING = {
+    "published": "pred - tumour, the paper's formula",
+    "contrast": "pred - pred(no drug)",
+}
+
+
 def _progress(disabled: bool) -> Progress:
     return Progress(
         TextColumn("{task.description:>10}"),
@@ -310,8 +339,22 @@ def _progress(disabled: bool) -> Progress:
 
 def top_drugs_json(result: ScoreResult, top: int) -> dict:
     ranking = result.ranking
-    best = ranking[ranking["rank"] <= top]
-    columns = ["rank", "drug_id", "drug_name", "score", "best_dose_uM", "score_sd_across_draws"]
+    best = ranking[ranking["rank"].le(top).fillna(False)]
+    columns = [
+        c
+        for c in (
+            "rank",
+            "drug_id",
+            "drug_name",
+            "score",
+            "z",
+            "p_value",
+            "fdr",
+            "best_dose_uM",
+            "score_sd_across_draws",
+        )
+        if c in ranking
+    ]
     return {
         "profiles": {
             profile: [
@@ -321,7 +364,17 @@ def top_drugs_json(result: ScoreResult, top: int) -> dict:
             for profile, rows in best.groupby("profile", sort=False)
         },
         "run": {
-            k: result.run[k] for k in ("seed", "draws", "doses_uM", "providers", "gene_coverage")
+            k: result.run[k]
+            for k in (
+                "seed",
+                "draws",
+                "doses_uM",
+                "effect",
+                "rank_by",
+                "null",
+                "providers",
+                "gene_coverage",
+            )
         },
     }
 
@@ -329,30 +382,49 @@ def top_drugs_json(result: ScoreResult, top: int) -> dict:
 def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
     run = result.run
     coverage = run["gene_coverage"]
+    null = run["null"]
     console.print(
         f"[bold]unicure-rt score[/bold]: {len(run['profiles'])} profile(s) x "
         f"{run['library']['n_drugs']} drugs x {len(run['doses_uM'])} doses on "
         f"{run['providers']['flexpert']}; output genes measured: "
         f"{coverage['output_genes_present']}/{coverage['output_genes_total']}"
     )
+    console.print(
+        f"effect: {run['effect']} ({EFFECT_MEANING[run['effect']]}); ranked by "
+        f"{run['rank_by']}"
+        + (
+            f"; p-values against {null['permutations']} gene-shuffled signatures, "
+            "FDR by Benjamini-Hochberg within each profile"
+            if null["permutations"]
+            else "; no null (--permutations 0)"
+        )
+    )
     if run["provider_notes"]:
         console.print(f"[dim]GPU not used ({escape('; '.join(run['provider_notes']))})[/dim]")
+    has_null = "p_value" in result.ranking
     for profile, rows in result.ranking.groupby("profile", sort=False):
         info = next(p for p in run["profiles"] if p["profile"] == profile)
         title = escape(f"{profile}  (normal: {info['normal_source']})")
         table = Table(title=title, title_justify="left")
-        for column in ("rank", "drug", "score", "best dose µM", "sd across draws"):
+        columns = ["rank", "drug", "score"]
+        columns += ["z", "p", "FDR"] if has_null else []
+        columns += ["best dose µM", "sd across draws"]
+        for column in columns:
             table.add_column(column, justify="right" if column != "drug" else "left")
-        best = rows.nsmallest(top, "rank")
+        best = rows[rows["rank"].notna()].head(top)
+        unranked = int(rows["rank"].isna().sum())
         for label, row in zip(drug_labels(best), best.itertuples(), strict=True):
             sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.3f}"
-            table.add_row(
-                str(row.rank),
-                escape(label),
-                f"{row.score:+.3f}",
-                f"{row.best_dose_uM:g}",
-                sd,
-            )
+            cells = [str(row.rank), escape(label), f"{row.score:+.3f}"]
+            if has_null:
+                cells += [f"{row.z:+.2f}", f"{row.p_value:.3g}", f"{row.fdr:.3g}"]
+            cells += [f"{row.best_dose_uM:g}", sd]
+            table.add_row(*cells)
         console.print(table)
+        if unranked:
+            console.print(
+                f"[dim]{unranked} drug(s) unranked: their predicted effect is no change "
+                "(e.g. the control itself), so no score can be computed[/dim]"
+            )
     if out is not None:
         console.print(f"Wrote {escape(str(out))}/ranking.csv, ranking.parquet and run.json")

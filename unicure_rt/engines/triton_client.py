@@ -25,10 +25,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs import REFERENCE_DOSES_UM, drug_vectors, load_library
+from unicure_rt.drugs import DRUG_VECTOR_LENGTH, REFERENCE_DOSES_UM, drug_vectors, load_library
 from unicure_rt.embed import mean_embedding, vocabulary_profiles
 from unicure_rt.inputs import load_patient
-from unicure_rt.scoring import ascending_ranks, reversal_scores
+from unicure_rt.scoring import (
+    EFFECTS,
+    ascending_ranks,
+    dose_mean,
+    effect_baseline,
+    effect_min_rms,
+    reversal_scores,
+)
 from unicure_rt.tokenizer import Tokenizer
 
 Infer = Callable[[str, dict[str, np.ndarray], str], np.ndarray]
@@ -65,9 +72,11 @@ def score_profile(
     doses: tuple[float, ...] = REFERENCE_DOSES_UM,
     seed: int = 0,
     draws: int = 3,
+    effect: str = "published",
 ) -> np.ndarray:
-    """Mean reversal score over `doses` of every drug (`drug_batches`: `(start, embeddings)`
-    in library order, each at most the server's max batch size) for one profile."""
+    """Mean reversal score over `doses` (NaN doses skipped) of every drug (`drug_batches`:
+    `(start, embeddings)` in library order, each at most the server's max batch size) for one
+    profile, with the `effect` of `unicure_rt.scoring.EFFECTS`."""
     tokenizer = Tokenizer.from_spec(manifest["tokenizer"])
     request = backbone_inputs(tokenizer, tumour, seed=seed, draws=draws)
     embeddings = infer("backbone", request, "cell_embedding")  # [draws, cell_dim]
@@ -76,12 +85,22 @@ def score_profile(
     genes = np.array([manifest["genes"].index(g) for g in present])
     tumour_values = tumour[present].to_numpy(np.float64)
     signature = tumour_values - normal[present].to_numpy(np.float64)
+    control = {
+        "cell_embedding": cell[None, :],
+        "drug": np.zeros((1, DRUG_VECTOR_LENGTH), np.float32),
+    }
+    no_drug = infer("flexpert", control, "expression")[0][genes] if effect == "contrast" else None
+    baseline = effect_baseline(effect, tumour_values, no_drug)
     per_dose: dict[float, list[np.ndarray]] = {dose: [] for dose in doses}
     for _start, batch in drug_batches:
         for dose in doses:
             predicted = infer("flexpert", flexpert_inputs(cell, batch, dose), "expression")
-            per_dose[dose].append(reversal_scores(predicted[:, genes], tumour_values, signature))
-    return np.mean([np.concatenate(per_dose[dose]) for dose in doses], axis=0)
+            per_dose[dose].append(
+                reversal_scores(
+                    predicted[:, genes], baseline, signature, min_rms=effect_min_rms(effect)
+                )
+            )
+    return dose_mean([np.concatenate(per_dose[dose]) for dose in doses])
 
 
 def triton_infer(url: str) -> tuple[Infer, object]:
@@ -119,11 +138,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument(
+        "--effect",
+        choices=EFFECTS,
+        help="scored effect; default: the bundle manifest's choice, else published",
+    )
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
         parser.error(f"{args.manifest} not found: pass the model repository's manifest.json")
 
     manifest = json.loads(args.manifest.read_text())
+    effect = args.effect or (manifest.get("scoring") or {}).get("effect") or "published"
     patient = load_patient(args.patient, normal=args.normal, normal_where=args.normal_where)
     library = load_library(args.drugs, encoder_id=manifest["drug_encoder"]["id"])
     infer, client = triton_infer(args.url)
@@ -137,12 +162,14 @@ def main(argv: list[str] | None = None) -> None:
             library.iter_batches(batch),
             seed=args.seed,
             draws=args.draws,
+            effect=effect,
         )
         ranks = ascending_ranks(scores)
-        print(f"{profile}:")
+        print(f"{profile} (effect: {effect}):")
         for row in np.argsort(ranks)[: args.top]:
             name = library.names[row] or library.ids[row]
-            print(f"  {ranks[row]:>4}  {name:<30} {scores[row]:+.3f}")
+            rank = "" if np.isnan(ranks[row]) else f"{ranks[row]:.0f}"
+            print(f"  {rank:>4}  {name:<30} {scores[row]:+.3f}")
 
 
 if __name__ == "__main__":
