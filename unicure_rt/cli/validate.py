@@ -4,6 +4,8 @@ connectivity method (the logic lives in `unicure_rt.validation`)."""
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -179,7 +181,7 @@ def validate(
     }
     run = {
         **identity,
-        "command": "validate",
+        "command": shlex.join(["unicure-rt", *sys.argv[1:]]),
         "data_files": data.hashes(),
         "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in inputs],
         "providers": model.providers,

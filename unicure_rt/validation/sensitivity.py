@@ -44,7 +44,9 @@ def smiles_inchikeys(smiles: pd.Series) -> pd.Series:
 
     def key(text: object) -> str | None:
         mol = Chem.MolFromSmiles(text) if isinstance(text, str) else None
-        return Chem.MolToInchiKey(mol) or None if mol is not None else None
+        if mol is None:
+            return None
+        return Chem.MolToInchiKey(mol) or None
 
     return smiles.map(key)
 
