@@ -141,6 +141,7 @@ def test_sensitivity_suite_runs_on_a_subset(small_data, bundle_model):
         small_data,
         bundle_model.library,
         effects=("published", "contrast"),
+        rank_by=("score",),
         doses=DOSES,
         atlas="hpa",
         seed=0,
@@ -193,7 +194,8 @@ def test_gene_shuffled_patient_signatures_give_p_values_that_are_not_small(
     small_data, bundle_model, patients
 ):
     planted = PlantedModel(small_data, bundle_model.library, bundle_model.genes)
-    common = {"effects": ("published",), "doses": DOSES, "seed": 0, **quiet}
+    common = {"effects": ("published",), "rank_by": ("score",), "doses": DOSES, "seed": 0}
+    common.update(quiet)
     real = score_patients(
         planted, small_data, bundle_model.library, patients, shuffle_genes=False, **common
     )
@@ -214,14 +216,15 @@ def test_gene_shuffled_patient_signatures_give_p_values_that_are_not_small(
         assert found[(method, "L01 AUROC")]["p_value"] > 0.05, method
 
 
-def test_bundle_scores_are_those_of_score(small_data, bundle_model, patients):
-    """validate scores patients exactly as `score` does, for both effects."""
+def test_bundle_scores_and_z_are_those_of_score(small_data, bundle_model, patients):
+    """validate scores patients exactly as `score` does, for both effects and both rankings."""
     scored = score_patients(
         bundle_model,
         small_data,
         bundle_model.library,
         patients,
         effects=("published", "contrast"),
+        rank_by=("score", "z"),
         doses=DOSES,
         seed=0,
         shuffle_genes=False,
@@ -229,14 +232,19 @@ def test_bundle_scores_are_those_of_score(small_data, bundle_model, patients):
     )
     bundle = bundle_model.bundle
     for effect in ("published", "contrast"):
-        options = ScoreOptions(doses=DOSES, draws=1, seed=0, effect=effect, permutations=0)
+        options = ScoreOptions(doses=DOSES, draws=1, seed=0, effect=effect)
         ranking = score_patient(bundle, patients, library=bundle_model.library, options=options)
         for i, profile in enumerate(scored.ids):
-            rows_ = ranking.ranking[ranking.ranking["profile"] == profile].sort_index()
-            expected = rows_.set_index("drug_id").loc[bundle_model.library.ids, "score"]
-            np.testing.assert_allclose(
-                scored.methods[effect][i], expected.to_numpy(), rtol=0, atol=1e-12, equal_nan=True
-            )
+            table = ranking.ranking[ranking.ranking["profile"] == profile]
+            expected = table.set_index("drug_id").loc[bundle_model.library.ids]
+            for column, key in (("score", effect), ("z", f"{effect}, z")):
+                np.testing.assert_allclose(
+                    scored.methods[key][i],
+                    expected[column].to_numpy(np.float64),
+                    rtol=0,
+                    atol=1e-9,
+                    equal_nan=True,
+                )
 
 
 def validate_cli(data: DataFolder, out, *extra):

@@ -103,6 +103,14 @@ def validate(
             show_default=False,
         ),
     ] = None,
+    rank_by: Annotated[
+        str,
+        typer.Option(
+            "--rank-by",
+            help="Comma-separated rankings from score,z (z: the score against the drug's own "
+            "gene-permutation null, as `score --rank-by z`), each run side by side.",
+        ),
+    ] = "score",
     normals: Annotated[
         str,
         typer.Option(
@@ -141,6 +149,7 @@ def validate(
         effects=comma_list(effect, "--effect")
         if effect is not None
         else (scoring_choice(loaded, None, None)[0],),
+        rank_by=comma_list(rank_by, "--rank-by"),
         doses=parse_doses(doses) or REFERENCE_DOSES_UM,
         draws=draws,
         seed=seed,

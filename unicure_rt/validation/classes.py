@@ -40,7 +40,7 @@ class PatientScores:
     the classic scores on the library axis (NaN without a measured signature), the labels."""
 
     ids: list[str]
-    methods: dict[str, np.ndarray]
+    methods: dict[str, np.ndarray]  # keyed by `model.ranking_key`
     classic_shared: np.ndarray
     labels: np.ndarray  # 1.0 antineoplastic, 0.0 not, NaN unknown (library flag)
     classic_all: np.ndarray  # [n_patients, n_consensus]
@@ -67,6 +67,7 @@ def score_patients(
     patient: PatientProfiles,
     *,
     effects: Sequence[str],
+    rank_by: Sequence[str],
     doses: Sequence[float],
     seed: int,
     shuffle_genes: bool,
@@ -100,6 +101,8 @@ def score_patients(
         model.encode(panel),
         doses=doses,
         effects=effects,
+        rank_by=rank_by,
+        seed=seed,
         on_unit=step,
     )
     consensus = consensus_signatures(data, genes)

@@ -27,7 +27,14 @@ from unicure_rt.drugs import (
 )
 from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.runtime import RuntimeOptions, create_session
-from unicure_rt.scoring import dose_mean, effect_baseline, effect_min_rms, reversal_scores
+from unicure_rt.score import DEFAULT_PERMUTATIONS, permuted_signatures
+from unicure_rt.scoring import (
+    dose_mean,
+    drug_effects,
+    effect_baseline,
+    effect_min_rms,
+    unit_centred,
+)
 from unicure_rt.tokenizer import Tokenizer
 
 DRUG_BATCH = 4096  # as `score`: the same batches give the same ONNX outputs
@@ -102,6 +109,11 @@ def _repeat(cell: np.ndarray, rows: int) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(cell[None, :], rows, axis=0))
 
 
+def ranking_key(effect: str, rank_by: str) -> str:
+    """How a (effect, ranking) pair is named in the figures: 'contrast', 'contrast, z'."""
+    return effect if rank_by == "score" else f"{effect}, {rank_by}"
+
+
 def unit_scores(
     model: EffectModel,
     cells: np.ndarray,
@@ -112,31 +124,53 @@ def unit_scores(
     *,
     doses: Sequence[float],
     effects: Sequence[str],
+    rank_by: Sequence[str] = ("score",),
+    seed: int = 0,
     on_unit: Callable[[], None] = lambda: None,
 ) -> dict[str, np.ndarray]:
-    """Reversal scores `{effect: float64[n_units, n_drugs]}`, mean over `doses` (NaN doses
-    skipped, as `score` does).
+    """Per `ranking_key(effect, rank_by)`: `float64[n_units, n_drugs]`, the reversal score
+    (mean over `doses`, NaN doses skipped) or its z against the drug's own null, as `score`
+    computes them.
 
     `cells[n_units, dim]` are the units' embeddings, `tumour` and `signature` `[n_units,
     len(genes)]` their profiles and signatures over the output-gene indices `genes`, `drugs` the
-    panel's embeddings. The no-drug prediction costs one pass per unit.
+    panel's embeddings. The no-drug prediction costs one pass per unit. The z null is `score`'s:
+    `DEFAULT_PERMUTATIONS` gene-permuted copies of the unit's signature (`seed`), the drug's
+    dose-mean score under each.
     """
-    out = {e: np.empty((len(cells), len(drugs))) for e in effects}
+    with_z = "z" in rank_by
+    out = {ranking_key(e, r): np.empty((len(cells), len(drugs))) for e in effects for r in rank_by}
     for i, cell in enumerate(cells):
         control = model.predict_control(cell[None, :])[0, genes]
+        unit_signature = unit_centred(signature[i])
+        null = permuted_signatures(signature[i], DEFAULT_PERMUTATIONS, seed) if with_z else None
         per_dose = {e: np.empty((len(doses), len(drugs))) for e in effects}
+        null_sum = {e: np.zeros((len(drugs), DEFAULT_PERMUTATIONS)) for e in effects if with_z}
+        null_doses = {e: np.zeros(len(drugs), np.int64) for e in effects if with_z}
         for start in range(0, len(drugs), DRUG_BATCH):
             batch = drugs[start : start + DRUG_BATCH]
+            stop = start + len(batch)
             repeated = _repeat(cell, len(batch))
             for j, dose in enumerate(doses):
                 predicted = model.predict(repeated, batch, dose)[:, genes]
                 for effect in effects:
                     baseline = effect_baseline(effect, tumour[i], control)
-                    per_dose[effect][j, start : start + len(batch)] = reversal_scores(
-                        predicted, baseline, signature[i], min_rms=effect_min_rms(effect)
-                    )
+                    change = drug_effects(predicted, baseline, min_rms=effect_min_rms(effect))
+                    per_dose[effect][j, start:stop] = change @ unit_signature
+                    if with_z:
+                        scored = ~np.isnan(change[:, 0])
+                        rows = np.flatnonzero(scored) + start
+                        null_sum[effect][rows] += change[scored].astype(np.float32) @ null.T
+                        null_doses[effect][rows] += 1
         for effect in effects:
-            out[effect][i] = dose_mean(per_dose[effect])
+            mean = dose_mean(per_dose[effect])
+            if "score" in rank_by:
+                out[effect][i] = mean
+            if with_z:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    null_means = null_sum[effect] / null_doses[effect][:, None]
+                    z = (mean - null_means.mean(axis=1)) / null_means.std(axis=1, ddof=1)
+                out[ranking_key(effect, "z")][i] = z
         on_unit()
     return out
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from unicure_rt.drugs import REFERENCE_DOSES_UM, DrugLibrary
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import PatientProfiles
+from unicure_rt.score import DEFAULT_PERMUTATIONS, RANK_BY
 from unicure_rt.scoring import EFFECTS
 from unicure_rt.validation.classes import agreement, run_classes, score_patients
 from unicure_rt.validation.data import DataFolder
@@ -34,6 +35,7 @@ class ValidateOptions:
 
     suites: tuple[str, ...] = SUITES
     effects: tuple[str, ...] = ("published",)
+    rank_by: tuple[str, ...] = ("score",)
     doses: tuple[float, ...] = REFERENCE_DOSES_UM
     draws: int = 3
     seed: int = 0
@@ -44,6 +46,7 @@ class ValidateOptions:
         for name, given, allowed in (
             ("--suites", self.suites, SUITES),
             ("--effect", self.effects, EFFECTS),
+            ("--rank-by", self.rank_by, RANK_BY),
         ):
             unknown = [g for g in given if g not in allowed]
             if unknown or not given or len(set(given)) < len(given):
@@ -81,18 +84,19 @@ def run_validation(
         "shuffle_genes": options.shuffle_genes,
         "progress": progress,
     }
+    ranked = {"rank_by": options.rank_by}
     suites: dict[str, dict] = {}
     timings: dict[str, float] = {}
     if "sensitivity" in options.suites:
         started = time.perf_counter()
         suites["sensitivity"] = run_sensitivity(
-            model, data, library, atlas=options.normal_atlas, **common
+            model, data, library, atlas=options.normal_atlas, **ranked, **common
         )
         timings["sensitivity_s"] = time.perf_counter() - started
     patients = None
     if patient is not None and {"classes", "signatures"} & set(options.suites):
         started = time.perf_counter()
-        patients = score_patients(model, data, library, patient, **common)
+        patients = score_patients(model, data, library, patient, **ranked, **common)
         timings["patients_s"] = time.perf_counter() - started
     if "signatures" in options.suites:
         started = time.perf_counter()
@@ -111,6 +115,8 @@ def run_validation(
         "options": {
             "suites": list(options.suites),
             "effects": list(options.effects),
+            "rank_by": list(options.rank_by),
+            "z_null_permutations": DEFAULT_PERMUTATIONS if "z" in options.rank_by else 0,
             "doses_uM": list(options.doses),
             "draws": options.draws,
             "seed": options.seed,

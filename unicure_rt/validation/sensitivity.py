@@ -5,9 +5,9 @@ GDSC2 screened; signature = baseline - normal tissue of origin (`names.TISSUE_OF
 Drugs: the library drugs that GDSC2 screened, matched by InChIKey (GDSC SMILES through RDKit),
 else by name. Figure per line: Spearman between a drug's score and its measured AUC, LN_IC50
 and Z_SCORE (GDSC's per-drug z-score of LN_IC50 across lines: sensitivity beyond the drug's
-general potency). Rows: the bundle per effect (all matched drugs, and the drugs the classic
-method scores), classic connectivity, mean response (the drug's mean measure over every other
-GDSC line, leave-one-out) and random scores.
+general potency). Rows: the bundle per effect and ranking (all matched drugs, and the drugs
+the classic method scores), classic connectivity, mean response (the drug's mean measure over
+every other GDSC line, leave-one-out) and random scores.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def run_sensitivity(
     library: DrugLibrary,
     *,
     effects: Sequence[str],
+    rank_by: Sequence[str],
     doses: Sequence[float],
     atlas: str,
     seed: int,
@@ -143,6 +144,8 @@ def run_sensitivity(
         model.encode(panel),
         doses=doses,
         effects=effects,
+        rank_by=rank_by,
+        seed=seed,
         on_unit=step,
     )
     consensus = consensus_signatures(data, genes)
@@ -155,13 +158,12 @@ def run_sensitivity(
         panel["signature_id"][has_signature], genes
     ].to_numpy()
     methods: dict[str, np.ndarray] = {}
-    for effect in effects:
-        methods[f"bundle, {effect}"] = scores[effect]
-        methods[f"bundle, {effect}, shared drugs"] = np.where(
-            has_signature[None, :], scores[effect], np.nan
-        )
+    for key, values in scores.items():
+        methods[f"bundle, {key}"] = values
+        methods[f"bundle, {key}, shared drugs"] = np.where(has_signature[None, :], values, np.nan)
     methods[classic.METHOD] = classic.connectivity(measured_signatures, signature)
-    methods["random"] = rng_for(seed, SUITE, "random").standard_normal(scores[effects[0]].shape)
+    shape = (len(ids), len(panel))
+    methods["random"] = rng_for(seed, SUITE, "random").standard_normal(shape)
     rows, per_unit = [], []
     for measure in MEASURES:
         reference = measured(gdsc, units.obs, panel["drug"], measure)
@@ -178,7 +180,7 @@ def run_sensitivity(
         per_unit += records
     auc = measured(gdsc, units.obs, panel["drug"], "AUC")
     covered = np.argsort(-np.sum(~np.isnan(auc), axis=1), kind="stable")[:SCATTER_LINES]
-    first = f"bundle, {effects[0]}"
+    first = f"bundle, {next(iter(scores))}"
     return {
         "suite": SUITE,
         "unit": "cell line",
