@@ -5,10 +5,11 @@ Units: the tumour profiles of a patient file (e.g. `examples/tcga_brca.h5ad` wit
 read exactly as `score` reads them. The bundle scores every library drug; classic connectivity
 scores every consensus compound. L01 labels are evaluation labels only: the library's
 `antineoplastic` flag for library drugs, DrugBank ATC codes for consensus compounds; drugs
-without a label are left out of the AUROC. Rows: the bundle per effect (all labelled library
-drugs; the library drugs that also have a measured signature, "shared"), classic connectivity
-(shared drugs; all consensus compounds), mean response (a drug's bundle score averaged over
-the other patients: the part of the ranking every patient shares) and random scores.
+without a label are left out of the AUROC. Rows: the bundle per effect and ranking (all
+labelled library drugs; the library drugs that also have a measured signature, "shared"),
+classic connectivity
+(shared drugs; all consensus compounds), mean response (a drug's bundle score averaged
+over the other patients: the part of the ranking every patient shares) and random scores.
 `agreement` gives, per patient, the Spearman correlation of each row's scores with the classic
 scores over the shared drugs (reported with the signatures suite).
 """
