@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from published_fixtures import RENAME_CASES, make_published_state_dict, make_uce_files
-from reference_impl import reference_cell_embedding, reference_forward
+from reference_impl import reference_cell_embedding, reference_expression, reference_forward
 
 from unicure_rt.bundle import CHROM_PREFIX, GENE_PREFIX
 from unicure_rt.errors import UserError
@@ -501,3 +501,63 @@ def test_protein_gene_list_refuses_pickled_objects(tmp_path):
     empty.write_text("\n")
     with pytest.raises(UserError, match="no gene symbols"):
         read_protein_gene_list(empty)
+
+
+# ----------------------------------------------------------------------------- (c) ranking
+
+
+class _ReferenceSession:
+    """An ONNX-Runtime-like `run` over the independent reference FlexPert (float64 -> float32)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def run(self, _outputs, feeds):
+        expression = reference_expression(self.state, feeds["cell_embedding"], feeds["drug"])
+        return [expression.float().numpy()]
+
+
+class _MemoryLibrary:
+    def __init__(self, embeddings):
+        self.embeddings = embeddings
+
+    def __len__(self):
+        return len(self.embeddings)
+
+    def iter_batches(self, batch_size):
+        for start in range(0, len(self), batch_size):
+            yield start, self.embeddings[start : start + batch_size]
+
+
+def test_published_formula_reproduces_the_reference_workflow_ranks_with_ties(model, state):
+    """Section 8 on the published-layout fixture: Pearson(pred - u, u - n) per dose, the mean
+    over the six doses, pandas `rank(method='min')`; two copies of one drug tie."""
+    import pandas as pd
+    from scipy.stats import pearsonr
+
+    from unicure_rt.drugs import REFERENCE_DOSES_UM
+    from unicure_rt.drugs import drug_vectors as unicure_drug_vectors
+    from unicure_rt.score import FlexPertRunner, ScoreOptions, _profile_ranking
+
+    rng = np.random.default_rng(5)
+    embeddings = rng.normal(size=(24, 512)).astype(np.float32)
+    embeddings[[9, 17]] = embeddings[4]
+    cell = rng.normal(size=model.config.cell_dim).astype(np.float32)
+    n_genes = state["decoder.3.weight"].shape[0]
+    tumour = rng.normal(5, 2, size=n_genes)
+    normal = tumour + rng.normal(0, 1, size=n_genes)
+    options = ScoreOptions(draws=1, drug_batch=10, permutations=0, effect="published")
+    runner = FlexPertRunner(_ReferenceSession(state), _MemoryLibrary(embeddings), options)
+    genes = np.arange(n_genes)
+    table, _ = _profile_ranking(runner, cell, cell[None], genes, tumour, normal, options)
+
+    per_dose = []
+    for dose in REFERENCE_DOSES_UM:
+        drugs = torch.from_numpy(unicure_drug_vectors(embeddings, dose))
+        cells = torch.from_numpy(np.repeat(cell[None], len(embeddings), axis=0))
+        predicted = reference_expression(state, cells, drugs).numpy()
+        per_dose.append([pearsonr(p - tumour, tumour - normal).statistic for p in predicted])
+    reference = pd.Series(np.nanmean(per_dose, axis=0)).rank(method="min")
+    assert table["rank"].to_numpy(dtype=float).tolist() == reference.tolist()
+    assert table["rank"][4] == table["rank"][9] == table["rank"][17]
+    np.testing.assert_allclose(table["score"], np.nanmean(per_dose, axis=0), atol=1e-6)

@@ -414,7 +414,7 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         best = rows[rows["rank"].notna()].head(top)
         unranked = int(rows["rank"].isna().sum())
         for label, row in zip(drug_labels(best), best.itertuples(), strict=True):
-            sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.3f}"
+            sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.2g}"
             cells = [str(row.rank), escape(label), f"{row.score:+.3f}"]
             if has_null:
                 cells += [f"{row.z:+.2f}", f"{row.p_value:.3g}", f"{row.fdr:.3g}"]
