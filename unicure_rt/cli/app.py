@@ -15,6 +15,7 @@ from unicure_rt.cli import (
     score,
     stratify,
     triton,
+    validate,
 )
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.command("embed")(embed.embed)
 app.command("predict")(predict.predict)
 app.command("stratify")(stratify.stratify_command)
 app.command("finetune")(finetune.finetune_command)
+app.command("validate")(validate.validate)
 app.command("info")(info.info)
 app.command("export")(export.export)
 app.command("export-triton")(triton.export_triton_command)
