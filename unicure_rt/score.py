@@ -137,6 +137,23 @@ class NullSummary:
         return np.where(np.isnan(observed), np.nan, p)
 
 
+def null_summary(mean_effects: np.ndarray, observed: np.ndarray, null: np.ndarray) -> NullSummary:
+    """Each drug's null from its dose-mean unit effect `mean_effects[n_drugs, n_genes]` (the
+    mean over the scored doses of `drug_effects`) and the permuted signatures `null`.
+
+    The dose-mean score is linear in the unit effects, mean_j(e_j . s) = mean_j(e_j) . s, so
+    one product with the permuted signatures serves every dose. `observed` is the drug's
+    dose-mean score.
+    """
+    null_means = null_scores(mean_effects, null)
+    return NullSummary(
+        at_or_below=np.sum(null_means <= observed[:, None], axis=1),
+        mean=null_means.mean(axis=1),
+        sd=null_means.std(axis=1, ddof=1),
+        permutations=len(null),
+    )
+
+
 def within_profile_fdr(p_values: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values over the scored drugs of one profile."""
     fdr = np.full(len(p_values), np.nan)
@@ -234,13 +251,11 @@ class FlexPertRunner:
                         first.append(predicted)
             mean = dose_mean(scores[0, :, start:stop])
             if effect_sum is not None:
-                # the dose-mean score is linear in the unit effects: mean_j(e_j . s) = e_mean . s,
-                # so one product with the permuted signatures serves every dose
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    null_means = null_scores(effect_sum / effect_doses[:, None], null)
-                at_or_below[start:stop] = np.sum(null_means <= mean[:, None], axis=1)
-                null_mean[start:stop] = null_means.mean(axis=1)
-                null_sd[start:stop] = null_means.std(axis=1, ddof=1)
+                    batch_null = null_summary(effect_sum / effect_doses[:, None], mean, null)
+                at_or_below[start:stop] = batch_null.at_or_below
+                null_mean[start:stop] = batch_null.mean
+                null_sd[start:stop] = batch_null.sd
             if keep_top:
                 key = np.where(np.isnan(mean), np.inf, mean)
                 for row in np.argsort(key, kind="stable")[:keep_top]:

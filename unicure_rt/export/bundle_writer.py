@@ -40,6 +40,7 @@ class ExportOptions:
     extra_files: dict[str, Path] = field(default_factory=dict)  # bundle name -> source file
     library: str | None = None  # bundle-relative path of the default drug library
     provenance: dict = field(default_factory=dict)
+    scoring: dict | None = None  # the bundle's default effect / rank_by (manifest `scoring`)
     force: bool = False
     inputs: list[Path] = field(default_factory=list)  # files read; --out may not be or hold one
     precision: str = "fp32"  # fp32 | fp16 | int8: see export/precision.py
@@ -181,6 +182,7 @@ def export_bundle(
             "dose_encoding": "drug embedding, then log10(dose_uM + 1) repeated to fill 528 values",
             "precision": "fp32",
             "library": options.library,
+            **({"scoring": options.scoring} if options.scoring else {}),
             "provenance": {
                 **options.provenance,
                 "unicure_rt": unicure_rt.__version__,

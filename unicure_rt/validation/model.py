@@ -27,7 +27,7 @@ from unicure_rt.drugs import (
 )
 from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.runtime import RuntimeOptions, create_session
-from unicure_rt.score import DEFAULT_PERMUTATIONS, permuted_signatures
+from unicure_rt.score import DEFAULT_PERMUTATIONS, null_summary, permuted_signatures
 from unicure_rt.scoring import (
     dose_mean,
     drug_effects,
@@ -145,8 +145,8 @@ def unit_scores(
         unit_signature = unit_centred(signature[i])
         null = permuted_signatures(signature[i], DEFAULT_PERMUTATIONS, seed) if with_z else None
         per_dose = {e: np.empty((len(doses), len(drugs))) for e in effects}
-        null_sum = {e: np.zeros((len(drugs), DEFAULT_PERMUTATIONS)) for e in effects if with_z}
-        null_doses = {e: np.zeros(len(drugs), np.int64) for e in effects if with_z}
+        effect_sum = {e: np.zeros((len(drugs), len(genes))) for e in effects if with_z}
+        effect_doses = {e: np.zeros(len(drugs), np.int64) for e in effects if with_z}
         for start in range(0, len(drugs), DRUG_BATCH):
             batch = drugs[start : start + DRUG_BATCH]
             stop = start + len(batch)
@@ -160,17 +160,17 @@ def unit_scores(
                     if with_z:
                         scored = ~np.isnan(change[:, 0])
                         rows = np.flatnonzero(scored) + start
-                        null_sum[effect][rows] += change[scored].astype(np.float32) @ null.T
-                        null_doses[effect][rows] += 1
+                        effect_sum[effect][rows] += change[scored]
+                        effect_doses[effect][rows] += 1
         for effect in effects:
             mean = dose_mean(per_dose[effect])
             if "score" in rank_by:
                 out[effect][i] = mean
             if with_z:
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    null_means = null_sum[effect] / null_doses[effect][:, None]
-                    z = (mean - null_means.mean(axis=1)) / null_means.std(axis=1, ddof=1)
-                out[ranking_key(effect, "z")][i] = z
+                    mean_effects = effect_sum[effect] / effect_doses[effect][:, None]
+                    drug_null = null_summary(mean_effects, mean, null)
+                out[ranking_key(effect, "z")][i] = drug_null.z(mean)
         on_unit()
     return out
 
