@@ -21,15 +21,18 @@ from unicure_rt.bundle import write_manifest
 
 SECTION = "## Validation against measured data"
 ROWS = [
-    ("sensitivity", "LN_IC50", "Spearman(score, GDSC2 LN_IC50) per cell line, all matched drugs"),
-    ("sensitivity", "AUC", "Spearman(score, GDSC2 AUC) per cell line, all matched drugs"),
-    ("classes", "L01 AUROC", "antineoplastics (ATC L01) vs the rest, per TCGA patient"),
+    ("sensitivity", "LN_IC50", "Spearman(score, GDSC2 LN_IC50) per cell line"),
+    ("sensitivity", "AUC", "Spearman(score, GDSC2 AUC) per cell line"),
+    ("classes", "L01 AUROC", "L01 AUROC per TCGA patient"),
+]
+BUNDLE = [
+    f"bundle, {effect}{by}{drugs}"
+    for drugs in ("", ", shared drugs")
+    for effect in ("published", "contrast")
+    for by in ("", ", z")
 ]
 METHODS = [
-    "bundle, published",
-    "bundle, published, z",
-    "bundle, contrast",
-    "bundle, contrast, z",
+    *BUNDLE,
     "classic connectivity (Pearson)",
     "classic connectivity (Pearson), shared drugs",
     "mean response",
@@ -51,7 +54,9 @@ def section(validation: dict, command: str, effect: str, rank_by: str) -> str:
         "repository). Mean over units with a bootstrap 95% interval; higher is better; p against "
         "1,000 shuffles of the drug labels within each unit. 'z' ranks by the drug's score "
         "against its gene-permutation null; 'classic' is the model-free connectivity score "
-        "(Pearson of the measured consensus signature with u - n) on the drugs that have one.",
+        "(Pearson of the measured consensus signature with u - n), which exists only for drugs "
+        "with a measured signature: compare it with the bundle's 'shared drugs' rows (the same "
+        "drugs).",
         "",
         "| figure | method | mean | 95% CI | units |",
         "| --- | --- | ---: | --- | ---: |",
