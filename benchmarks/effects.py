@@ -4,7 +4,8 @@ For `--effect published` and `--effect contrast`, ranked by `score` and by `z` (
 gene-permutation null), on the 5 tumours of `examples/tcga_brca.h5ad` against their 5 normals
 with the bundled model and library (6 doses, 3 draws, seed 0, 1,000 permutations):
 - L01 AUROC: antineoplastics (ATC L01, an evaluation label never used by any score) against
-  the rest, per patient, and its mean;
+  the other labelled drugs (650 of the library's 4,460 carry the flag), per patient, and its
+  mean;
 - the share of the variance of `score` over (patient, drug) that is a per-patient constant;
 - how alike the patients' lists are: mean pairwise Jaccard overlap of their top 50;
 - where near-empty fingerprints (glycerol, mannitol, lithium chloride) rank, and the rank the
@@ -51,8 +52,9 @@ def summarise(ranking: pd.DataFrame, rank_by: str) -> dict:
     per_patient, tops, fdr_share = [], [], []
     for _, rows in ranking.groupby("profile", sort=False):
         scored = rows[rows[rank_by].notna()]
-        flags = scored["antineoplastic"].astype(bool)
-        per_patient.append(float(roc_auc_score(flags, -scored[rank_by])))
+        labelled = scored[scored["antineoplastic"].notna()]
+        flags = labelled["antineoplastic"].astype(bool)
+        per_patient.append(float(roc_auc_score(flags, -labelled[rank_by])))
         order = scored.sort_values(rank_by, kind="stable")
         tops.append(set(order["drug_id"].head(TOP)))
         fdr_share.append(float((rows["fdr"] < 0.05).mean()))
