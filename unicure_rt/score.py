@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control
-from threadpoolctl import threadpool_limits
 
 import unicure_rt
 from unicure_rt.bundle import Bundle, sha256_file
@@ -113,6 +111,8 @@ def null_scores(effects: np.ndarray, null: np.ndarray) -> np.ndarray:
     """`effects[n, genes] @ null[k, genes].T` on one BLAS thread: a multi-threaded product
     rounds differently with the thread count, and a Ray worker (1 thread) must give the same
     p-values, to the last bit, as this machine's `score` (all cores)."""
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1, user_api="blas"):
         return effects @ null.T
 
@@ -156,6 +156,8 @@ def null_summary(mean_effects: np.ndarray, observed: np.ndarray, null: np.ndarra
 
 def within_profile_fdr(p_values: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values over the scored drugs of one profile."""
+    from scipy.stats import false_discovery_control  # lazy, as in `scoring.ascending_ranks`
+
     fdr = np.full(len(p_values), np.nan)
     scored = ~np.isnan(p_values)
     if scored.any():
