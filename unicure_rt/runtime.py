@@ -22,6 +22,8 @@ import onnxruntime as ort
 
 from unicure_rt.errors import UserError
 
+ort.disable_telemetry_events()  # with ORT_DISABLE_TELEMETRY (set in unicure_rt/__init__.py)
+
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 PROVIDER = {
     "tensorrt": "TensorrtExecutionProvider",

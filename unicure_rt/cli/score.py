@@ -15,9 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.cli.common import console, parse_doses, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
+    BundleSha256Opt,
+    BundleSignatureOpt,
     DeviceOpt,
     DosesOpt,
     DrawsOpt,
@@ -30,9 +33,11 @@ from unicure_rt.cli.options import (
     MinCellsOpt,
     NormalOpt,
     NormalWhereOpt,
+    RecordPathsOpt,
     SampleKeyOpt,
     SeedOpt,
     ThreadsOpt,
+    TrustedKeyOpt,
 )
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
@@ -123,6 +128,10 @@ def score(
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = 0,
+    bundle_sha256: BundleSha256Opt = None,
+    bundle_signature: BundleSignatureOpt = None,
+    trusted_key: TrustedKeyOpt = None,
+    record_paths: RecordPathsOpt = False,
 ) -> None:
     """Rank the drugs of a library by how strongly each is predicted to reverse the tumour
     signature (tumour - normal) of every sample in INPUT."""
@@ -138,6 +147,7 @@ def score(
         normal=normal,
         normal_where=normal_where,
     )
+    pin = BundlePin(bundle_sha256, bundle_signature, trusted_key)
     if engine == "ray":
         _score_on_ray(
             input=input,
@@ -158,6 +168,7 @@ def score(
             as_json=as_json,
             address=address,
             workers=workers,
+            pin=pin,
         )
         return
     if address is not None or workers:
@@ -185,7 +196,7 @@ def score(
         prediction_top=top if predictions else 0,
         runtime=RuntimeOptions(device=device, fp16=fp16, threads=threads),
     )
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, pin)
     library = resolve_library(loaded, drugs)
     patient = load_patient(input, **load.kwargs())
     with _progress(quiet or as_json) as progress:
@@ -209,6 +220,7 @@ def score(
             started=started,
             report_top=top if report else None,
             protect=protect,
+            record_paths=record_paths,
         )
     if as_json:
         print(json.dumps(top_drugs_json(result, top), indent=1))
@@ -236,6 +248,7 @@ def _score_on_ray(
     as_json: bool,
     address: str | None,
     workers: int,
+    pin: BundlePin,
 ) -> None:
     """`score --engine ray`: the cohort engine (`unicure_rt.engines.ray_engine`)."""
     flags = {"--predictions": predictions, "--report": report, "--json": as_json}
@@ -280,6 +293,7 @@ def _score_on_ray(
         workers=workers,
         force=force,
         quiet=quiet,
+        pin=pin,
         on_start=started,
     )
     if not quiet:
@@ -289,6 +303,7 @@ def _score_on_ray(
             f"{run['library']['n_drugs']} drugs x {len(run['doses_uM'])} doses on "
             f"{run['providers'].get('flexpert')} in {run['timings_s']['total_s']:.1f} s"
         )
+        console.print(f"[dim]bundle manifest sha256 {run['bundle']['manifest_sha256']}[/dim]")
         console.print(
             f"Wrote {escape(str(out))}/ranking.parquet (Parquet dataset: "
             f"{run['ranking']['files']} files, "
@@ -335,6 +350,7 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         f"{run['providers']['flexpert']}; output genes measured: "
         f"{coverage['output_genes_present']}/{coverage['output_genes_total']}"
     )
+    console.print(f"[dim]bundle manifest sha256 {run['bundle']['manifest_sha256']}[/dim]")
     if run["provider_notes"]:
         console.print(f"[dim]GPU not used ({escape('; '.join(run['provider_notes']))})[/dim]")
     for profile, rows in result.ranking.groupby("profile", sort=False):
