@@ -557,29 +557,6 @@ def _from_obs_names(obs: pd.DataFrame, pattern: str, path: Path) -> pd.Series:
 
 
 def _sample_ids(data: _Input, sample_key: str | None) -> tuple[pd.Series, str]:
-    """`_found_sample_ids`, refusing the ids of an h5ad of bulk samples in which one repeats.
-
-    In a file where most samples have a single observation, the observations are bulk samples,
-    and a sample id with several observations names several samples (a copy-paste error, two
-    patients under one id): pooling them, as a single-cell file's cells are pooled, would mix
-    patients silently.
-    """
-    samples, found = _found_sample_ids(data, sample_key)
-    sizes = samples.value_counts()
-    repeated = sizes[sizes > 1]
-    if data.kind == "h5ad" and len(repeated) and int((sizes == 1).sum()) >= len(repeated):
-        examples = [f"{name} ({n} observations)" for name, n in repeated.items()]
-        raise UserError(
-            f"{data.path} looks like bulk samples ({int((sizes == 1).sum())} of {len(sizes)} "
-            f"sample ids have one observation each), but {len(repeated)} id(s) repeat "
-            f"({_examples(examples)}, from {found}); their observations would be pooled into one "
-            "profile, mixing different samples. Give every bulk sample a unique id, or name the "
-            "obs column that identifies each sample with --sample-key."
-        )
-    return samples, found
-
-
-def _found_sample_ids(data: _Input, sample_key: str | None) -> tuple[pd.Series, str]:
     """Sample id of each observation (by position), and how it was found (for the QC).
 
     Tables: each row/column is a sample. h5ad: `sample_key` is an obs column, `obs_names`

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from unicure_rt import __version__
+from unicure_rt.cache import cache_root
 from unicure_rt.errors import UserError
 
 MARKER = ".unicure-rt-output.json"
@@ -150,9 +151,7 @@ def _written_by_unicure(path: Path) -> bool:
 
 def written_csv_dir() -> Path:
     """Where unicure-rt records the sha256 of each CSV file it writes (CSV has no metadata to
-    carry a marker): the `csv-outputs` folder of its cache (see `runtime.cache_root`)."""
-    from unicure_rt.runtime import cache_root
-
+    carry a marker): the `csv-outputs` folder of its cache (see `unicure_rt.cache`)."""
     return cache_root() / "csv-outputs"
 
 

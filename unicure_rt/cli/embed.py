@@ -82,7 +82,6 @@ def embed(
     protect = [input, bundle or DEFAULT_BUNDLE]
     refuse_existing(out, force, protect)
     loaded = load_bundle(bundle, BundlePin(bundle_sha256, bundle_signature, trusted_key))
-    console.print(bundle_line(loaded))
     profiles = load_profiles(
         input,
         layer=layer,
@@ -106,6 +105,7 @@ def embed(
             adata.write_h5ad(target)
         else:
             write_marked_parquet(table, target, "embed")
+    console.print(bundle_line(loaded))
     console.print(
         f"Wrote {len(table)} embeddings to {escape(str(out))} ({table.attrs['provider']})."
     )

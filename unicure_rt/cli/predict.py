@@ -88,7 +88,6 @@ def predict(
             raise UserError(f"--out must end in .parquet or .csv (got '{out.name}').")
         refuse_existing(out, force, protect)
     loaded = load_bundle(bundle, BundlePin(bundle_sha256, bundle_signature, trusted_key))
-    console.print(bundle_line(loaded))
     ids, parts = [], []
     if drug:
         library = resolve_library(loaded, drugs)
@@ -122,6 +121,7 @@ def predict(
                 write_marked_csv(predictions, target, "predict")
             else:
                 write_marked_parquet(predictions, target, "predict")
+    console.print(bundle_line(loaded))
     table = Table(title="Largest predicted changes (predicted - input, log2)")
     for column in ("profile", "drug", "dose µM", "genes"):
         table.add_column(column)
