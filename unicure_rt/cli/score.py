@@ -169,6 +169,7 @@ def score(
             address=address,
             workers=workers,
             pin=pin,
+            record_paths=record_paths,
         )
         return
     if address is not None or workers:
@@ -249,6 +250,7 @@ def _score_on_ray(
     address: str | None,
     workers: int,
     pin: BundlePin,
+    record_paths: bool,
 ) -> None:
     """`score --engine ray`: the cohort engine (`unicure_rt.engines.ray_engine`)."""
     flags = {"--predictions": predictions, "--report": report, "--json": as_json}
@@ -294,6 +296,7 @@ def _score_on_ray(
         force=force,
         quiet=quiet,
         pin=pin,
+        record_paths=record_paths,
         on_start=started,
     )
     if not quiet:

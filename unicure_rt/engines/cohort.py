@@ -392,7 +392,7 @@ def cohort_run_record(
         "provider_notes": notes,
         "inputs": metas,
         "normal": None if normal is None else {"path": str(normal), "sha256": sha256_file(normal)},
-        "skipped_files": [str(p) for p in inputs.skipped],
+        "skipped_files": [{"path": str(p)} for p in inputs.skipped],
         "profiles": profiles,
         "ranking": {
             "path": RANKING,

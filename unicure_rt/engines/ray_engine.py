@@ -53,6 +53,7 @@ from unicure_rt.engines.cohort import (
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import LoadOptions
 from unicure_rt.outputs import clean_stale_partials, refuse_existing, staged_output_dir
+from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import ScoreOptions, resolve_library
 
@@ -230,12 +231,15 @@ def score_cohort(
     force: bool = False,
     quiet: bool = False,
     pin: BundlePin | None = None,
+    record_paths: bool = False,
     on_start: Callable[[dict], None] = lambda info: None,
 ) -> dict:
     """Score every profile of every patient file in `paths` (files and folders) on Ray and
     write `out/ranking.parquet/` (Parquet dataset) and `out/run.json`; return the run record.
 
-    `pin`: the manifest digest and/or signature the bundle must have. `on_start` gets the
+    `pin`: the manifest digest and/or signature the bundle must have. run.json names files
+    without their folders unless `record_paths` (see `provenance`; the `input` column of the
+    ranking and of `profiles` keeps each file's path, its key). `on_start` gets the
     engine facts (workers, GPUs per worker, block size) once the cluster is
     up, before any work.
     """
@@ -324,5 +328,6 @@ def score_cohort(
                 engine=engine,
                 timings=timings,
             )
+            run = recorded(run, record_paths=record_paths)
             (staging / "run.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
     return run
