@@ -2,17 +2,15 @@ import json
 import shutil
 
 import pytest
+from fake_bundles import write_fake_bundle
 
-from unicure_rt.bundle import FORMAT_VERSION, load_bundle, write_manifest
+from unicure_rt.bundle import FORMAT_VERSION, load_bundle
 from unicure_rt.errors import UserError
 
 
 @pytest.fixture
 def bundle_dir(tmp_path):
-    (tmp_path / "backbone.onnx").write_bytes(b"graph-a")
-    (tmp_path / "flexpert.onnx").write_bytes(b"graph-b")
-    write_manifest(tmp_path, {"graphs": {}, "genes": [], "tokenizer": {"tokens": []}})
-    return tmp_path
+    return write_fake_bundle(tmp_path)
 
 
 def test_round_trip_records_every_file(bundle_dir):

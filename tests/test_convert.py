@@ -11,7 +11,7 @@ import torch
 from published_fixtures import RENAME_CASES, make_published_state_dict, make_uce_files
 from reference_impl import reference_cell_embedding, reference_expression, reference_forward
 
-from unicure_rt.bundle import CHROM_PREFIX, GENE_PREFIX
+from unicure_rt.bundle_schema import CHROM_PREFIX, GENE_PREFIX
 from unicure_rt.errors import UserError
 from unicure_rt.export.convert import (
     PUBLISHED_CHROM_OFFSET,

@@ -15,9 +15,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fake_bundles import write_fake_bundle
 
 from unicure_rt import drugs
-from unicure_rt.bundle import load_bundle, write_manifest
+from unicure_rt.bundle import load_bundle
 from unicure_rt.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,8 +61,7 @@ def _make_rdkit_bundle(directory: Path, seed: int):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, directory / "drug_encoder.onnx")
-    spec = drugs.rdkit_encoder_spec(directory / "drug_encoder.onnx")
-    write_manifest(directory, {"drug_encoder": spec})
+    write_fake_bundle(directory, drugs.rdkit_encoder_spec(directory / "drug_encoder.onnx"))
     return load_bundle(directory), weights
 
 
@@ -79,9 +79,7 @@ def other_bundle(tmp_path_factory):
 def precomputed_bundle(tmp_path_factory):
     directory = tmp_path_factory.mktemp("bundles") / "unimol"
     directory.mkdir()
-    write_manifest(
-        directory, {"drug_encoder": {"id": "unimol-512", "kind": "precomputed", "dim": 512}}
-    )
+    write_fake_bundle(directory)
     return load_bundle(directory)
 
 

@@ -978,6 +978,40 @@ def test_dose_lists_and_seeds_are_taken_as_written_or_refused(items, seed):
     assert ("--seed" in result.output) == (not 0 <= seed < 2**32), result.output
 
 
+DIGEST = "0123456789abcdef" * 4  # the manifest digest a generated pin is checked against
+PINS = st.one_of(
+    st.text(max_size=70),
+    st.text(alphabet="0123456789abcdefABCDEF", min_size=60, max_size=66),
+    st.sampled_from(["", " ", DIGEST, DIGEST.upper(), f" {DIGEST} ", DIGEST[:-1] + "0"]),
+)
+
+
+@settings(max_examples=examples(200), **SETTINGS)
+@given(pin=PINS)
+def test_bundle_pins_are_taken_exactly_or_refused(pin):
+    """--bundle-sha256 accepts exactly 64 hex digits (case and surrounding blanks aside): any
+    other text is refused with exit 2 and no traceback, and any other digest fails the pin."""
+    from unicure_rt.bundle_pin import BundlePin
+    from unicure_rt.errors import UserError
+
+    GENERATED["bundle pin"] += 1
+    try:
+        parsed = BundlePin(sha256=pin)
+    except UserError as exc:
+        OUTCOMES["pin refused"] += 1
+        assert "64 hexadecimal digits" in str(exc)
+        assert len(pin.strip()) != 64 or set(pin.strip().lower()) - set("0123456789abcdef")
+        return
+    OUTCOMES["pin taken"] += 1
+    assert parsed.expected_sha256 == pin.strip().lower()
+    try:
+        parsed.check(Path("bundle"), DIGEST)
+    except UserError as exc:
+        assert parsed.expected_sha256 != DIGEST and "not the pinned" in str(exc)
+    else:
+        assert parsed.expected_sha256 == DIGEST
+
+
 def test_zz_generated_cases_report():
     """Print how many generated cases ran (run with -s to see it) and what they ended in."""
     total = sum(GENERATED.values())

@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 
 from unicure_rt import __version__
 from unicure_rt.bundle import creation_time
+from unicure_rt.bundle_contract import ENCODER_GRAPH, ENCODER_INPUT, ENCODER_OUTPUT, RDKIT_KIND
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import refuse_existing, staged_output_file
 
@@ -80,10 +81,7 @@ ROW_GROUP_SIZE = 8192
 ENCODE_BATCH = 8192
 KEEP_IN_MEMORY_BYTES = 256 << 20
 
-RDKIT_KIND = "rdkit-morgan-counts"
 PRECOMPUTED_KIND = "precomputed"
-ENCODER_INPUT = "fingerprint"
-ENCODER_OUTPUT = "drug_embedding"
 
 EmbeddingDtype = Literal["float32", "float16"]
 
@@ -344,13 +342,14 @@ def _encoder(bundle: Bundle) -> _Encoder:
             f"Bundle '{bundle.path}' asks for fingerprint transform '{spec.get('transform')}'; "
             "only 'log1p' is supported. Upgrade unicure-rt or re-export the bundle."
         )
-    graph = bundle.path / str(spec.get("graph", "drug_encoder.onnx"))
+    rel = str(spec.get("graph", ENCODER_GRAPH))
+    graph = bundle.file(rel)
     if not graph.is_file():
         raise UserError(
             f"Bundle '{bundle.path}' lacks its drug encoder graph '{graph.name}'. Restore the "
             "bundle from its source or re-export it."
         )
-    sha = (bundle.manifest.get("files") or {}).get(graph.name, "")
+    sha = bundle.manifest["files"][rel]
     try:
         session = _session(str(graph), sha)
     except Exception as exc:  # onnxruntime raises its own exception types
@@ -528,14 +527,16 @@ def load_library(
     path: Path | str,
     *,
     encoder_id: str | None,
+    dim: int | None = None,
     keep_in_memory_bytes: int = KEEP_IN_MEMORY_BYTES,
 ) -> DrugLibrary:
     """Load and verify a drug library.
 
     Refuses (UserError) an unreadable or truncated file, a file without the
     ``unicure_rt.library`` metadata, a newer format version, a library made for another encoder
-    than ``encoder_id`` (``None`` skips that check) and any file whose drug ids or embedding
-    bytes do not match ``content_sha256``.
+    than ``encoder_id`` or with another embedding width than ``dim`` (``None`` skips either
+    check: the model would read dose values where embedding values are missing, or the
+    reverse) and any file whose drug ids or embedding bytes do not match ``content_sha256``.
     """
     path = Path(path)
     if not path.is_file():
@@ -558,7 +559,7 @@ def load_library(
     try:
         info = json.loads(raw)
         version = info["format_version"]
-        dim = int(info["dim"])
+        library_dim = int(info["dim"])
         n_drugs = int(info["n_drugs"])
         dtype = str(info["embedding_dtype"])
         expected_sha = str(info["content_sha256"])
@@ -579,13 +580,22 @@ def load_library(
             "for this bundle: `unicure-rt drugs build SMILES_TABLE --bundle B --out LIB` (or "
             "`unicure-rt drugs import TABLE --encoder-id ID --out LIB` for precomputed embeddings)."
         )
+    if dim is not None and library_dim != dim:
+        raise UserError(
+            f"Drug library '{path}' holds embeddings of {library_dim} values, but the bundle's "
+            f"drug encoder '{encoder_id}' makes {dim}; the model reads exactly {dim} embedding "
+            "values and then the dose, so every drug would be scored from wrong numbers (the "
+            "library names this encoder but was not made by it). Rebuild it for this bundle "
+            "(`unicure-rt drugs build SMILES_TABLE --bundle B --out LIB`, or `unicure-rt drugs "
+            f"import TABLE --encoder-id ID --dim {dim} --out LIB`)."
+        )
     names = set(schema.names)
     emb_field = schema.field("embedding") if "embedding" in names else None
     if (
         "drug_id" not in names
         or emb_field is None
         or not pa.types.is_fixed_size_list(emb_field.type)
-        or emb_field.type.list_size != dim
+        or emb_field.type.list_size != library_dim
         or dtype not in ("float16", "float32")
         or emb_field.type.value_type != pa.from_numpy_dtype(np.dtype(dtype))
     ):
@@ -607,11 +617,11 @@ def load_library(
         ids_hash = hashlib.sha256()
         _update_ids(ids_hash, ids)
         emb_hash = hashlib.sha256()
-        keep = n_drugs * dim * 4 <= keep_in_memory_bytes
+        keep = n_drugs * library_dim * 4 <= keep_in_memory_bytes
         kept: list[np.ndarray] = []
         rows = 0
         for batch in parquet.iter_batches(batch_size=ROW_GROUP_SIZE, columns=["embedding"]):
-            stored = _fsl_to_numpy(batch.column(0), dim)
+            stored = _fsl_to_numpy(batch.column(0), library_dim)
             emb_hash.update(_stored_bytes(stored, dtype))
             rows += stored.shape[0]
             if keep:
@@ -630,7 +640,7 @@ def load_library(
         )
     embeddings = None
     if keep:
-        embeddings = np.concatenate(kept) if kept else np.zeros((0, dim), np.float32)
+        embeddings = np.concatenate(kept) if kept else np.zeros((0, library_dim), np.float32)
         if not np.isfinite(embeddings).all():
             raise _unreadable(path, "non-finite embedding values")
     return DrugLibrary(
@@ -639,7 +649,7 @@ def load_library(
         names=names_list,
         metadata=frame,
         encoder_id=library_encoder,
-        dim=dim,
+        dim=library_dim,
         content_sha256=actual,
         info=info,
         _embeddings=embeddings,

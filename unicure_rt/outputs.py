@@ -6,10 +6,15 @@ Rules every command that writes follows (through `staged_output_dir` / `staged_o
   with a rename that refuses to replace anything that appeared meanwhile (unless `--force`);
 - `--force` replaces only what unicure-rt itself wrote (a folder with the `MARKER` file, a
   bundle manifest or a score run.json; a Parquet file with `PARQUET_MARKER_KEY` metadata or a
-  drug library; an .h5ad with `uns['unicure_rt']`; a .csv file) and never a path that is,
-  holds or lies inside an input of the run, the current folder or a mount point;
+  drug library; an .h5ad with `uns['unicure_rt']`; a .csv file whose sha256 unicure-rt
+  recorded under `written_csv_dir()` when it wrote it, so only while it is unchanged) and never
+  a path that is, holds or lies inside an input of the run, the current folder or a mount point;
 - each partial has an `.owner` lock file beside it, held while the run lives, so a later run can
-  prove a partial stale (its lock is free) and remove it.
+  prove a partial stale (its lock is free) and remove it (`owner_lock`, `clean_stale_partials`:
+  the Ray engine's per-block files use them too);
+- outputs hold patient data, so folders are made 0700 and files 0600 (owner only);
+  `use_shared_permissions(True)` (`unicure-rt --shared-permissions ...`) gives them the
+  permissions of the umask instead, as other programs' new files.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from unicure_rt import __version__
+from unicure_rt.cache import cache_root
 from unicure_rt.errors import UserError
 
 MARKER = ".unicure-rt-output.json"
@@ -140,7 +146,29 @@ def _written_by_unicure(path: Path) -> bool:
                 return "uns" in handle and "unicure_rt" in handle["uns"]
         except Exception:  # noqa: BLE001 - any unreadable file is simply not ours
             return False
-    return suffix == ".csv"
+    return suffix == ".csv" and (written_csv_dir() / _sha256(path)).is_file()
+
+
+def written_csv_dir() -> Path:
+    """Where unicure-rt records the sha256 of each CSV file it writes (CSV has no metadata to
+    carry a marker): the `csv-outputs` folder of its cache (see `unicure_rt.cache`)."""
+    return cache_root() / "csv-outputs"
+
+
+def _sha256(path: Path) -> str:
+    from unicure_rt.bundle import sha256_file
+
+    return sha256_file(path)
+
+
+def write_marked_csv(frame: object, path: Path | str, kind: str) -> None:
+    """Write a pandas DataFrame as CSV and record its sha256 under `written_csv_dir()`, so a
+    later `--force` knows the file is an output it may replace (while nobody changed it)."""
+    frame.to_csv(path, index=False)  # type: ignore[attr-defined]
+    record = {"written_by": "unicure-rt", "kind": kind, "version": __version__}
+    registry = written_csv_dir()
+    registry.mkdir(parents=True, exist_ok=True)
+    (registry / _sha256(Path(path))).write_text(json.dumps(record) + "\n")
 
 
 def refuse_existing(out: Path | str, force: bool, inputs: Iterable[Path | str | None] = ()) -> None:
@@ -221,7 +249,7 @@ def _rename_noreplace(source: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def _owner_lock(partial: Path) -> Iterator[Path]:
+def owner_lock(partial: Path) -> Iterator[Path]:
     """Hold an exclusive lock on `partial`.owner for the life of the run (the kernel drops it
     when the process dies, even by kill -9), recording who owns the partial."""
     owner = partial.with_name(partial.name + OWNER_SUFFIX)
@@ -319,19 +347,117 @@ def _recheck_replaceable(out: Path, force: bool, inputs: list) -> None:
 
 def _hold_owner_lock(stack: contextlib.ExitStack, partial: Path, shown: Path) -> None:
     try:
-        stack.enter_context(_owner_lock(partial))
+        stack.enter_context(owner_lock(partial))
     except OSError as err:
         raise _write_failed(shown, err) from err
 
 
+_shared_permissions = False  # see use_shared_permissions
+
+
+def use_shared_permissions(shared: bool) -> None:
+    """Outputs written from now on get owner-only permissions (the default: folders 0700, files
+    0600, for patient data) or, with `shared`, the permissions the umask gives new files."""
+    global _shared_permissions
+    _shared_permissions = shared
+
+
+def _umask() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    current = os.umask(0o077)
+    os.umask(current)
+    return current
+
+
+def _set_permissions(staging: Path) -> None:
+    """Give `staging` (a file, or a folder and all below it) the output permissions: owner
+    only, or with `use_shared_permissions(True)` what the umask allows. Execute bits are kept
+    on files that have them (a kit's install script)."""
+    limit = 0o777 & ~_umask() if _shared_permissions else 0o700
+    paths = [staging]
+    if staging.is_dir() and not staging.is_symlink():
+        for root, dirs, files in os.walk(staging):
+            paths += [Path(root) / name for name in dirs + files]
+    for path in paths:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o100
+        path.chmod(limit & (0o777 if executable else 0o666))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _move_into_place(staging: Path, out: Path, shown: Path, force: bool, inputs: list) -> None:
+    """The final rename: `staging` becomes `out` at once, never over anything that appeared
+    meanwhile (unless `force` and it may be replaced); a replaced folder is restored if the
+    rename fails."""
+    if not (out.exists() or out.is_symlink()):
+        try:
+            _rename_noreplace(staging, out)
+        except FileExistsError:
+            raise _appeared(shown) from None
+        return
+    _recheck_replaceable(out, force, inputs)
+    if not staging.is_dir():
+        os.replace(staging, out)
+        return
+    backup = out.parent / f"{_partial_prefix(out)}old-{secrets.token_hex(4)}"
+    out.rename(backup)
+    try:
+        _rename_noreplace(staging, out)
+    except BaseException:  # put the replaced folder back
+        backup.rename(out)
+        raise
+    _remove(backup)
+
+
 @contextlib.contextmanager
+def _staged(
+    out: Path | str, force: bool, inputs: Iterable[Path | str | None], marker: str | None
+) -> Iterator[Path]:
+    """A staging path beside `out`, under an owner lock, moved into place on success and removed
+    on any error or interrupt. `marker`: None stages a file (with `out`'s suffix); a kind
+    stages a folder, into which the `MARKER` file of that kind is written unless the kind marks
+    itself (`SELF_MARKED`)."""
+    inputs = list(inputs)
+    shown = Path(out)
+    out = _prepare(shown, force, inputs)
+    suffix = out.suffix if marker is None else ""
+    staging = out.parent / f"{_partial_prefix(out)}{secrets.token_hex(4)}{suffix}"
+    with contextlib.ExitStack() as stack:
+        _hold_owner_lock(stack, staging, shown)
+        try:
+            if marker is not None:
+                os.mkdir(staging, 0o700)
+            yield staging
+            if marker is not None and marker not in SELF_MARKED:
+                record = {"written_by": "unicure-rt", "kind": marker, "version": __version__}
+                (staging / MARKER).write_text(json.dumps(record) + "\n")
+            _set_permissions(staging)
+            _move_into_place(staging, out, shown, force, inputs)
+        except OSError as err:
+            _remove(staging)
+            raise _write_failed(shown, err) from err
+        except BaseException:
+            _remove(staging)
+            raise
+
+
 def staged_output_dir(
     out: Path | str,
     *,
     force: bool = False,
     inputs: Iterable[Path | str | None] = (),
     kind: str = "output",
-) -> Iterator[Path]:
+) -> contextlib.AbstractContextManager[Path]:
     """Yield an empty staging folder beside `out`; on success it becomes `out` in one rename.
 
     `inputs`: the run's input files and folders (refused as, around or inside `out`). `kind`
@@ -339,72 +465,15 @@ def staged_output_dir(
     (their manifest.json or run.json is the marker). On any error or interrupt the staging
     folder is removed and `out` is left as it was.
     """
-    inputs = list(inputs)
-    shown = Path(out)
-    out = _prepare(shown, force, inputs)
-    staging = out.parent / f"{_partial_prefix(out)}{secrets.token_hex(4)}"
-    with contextlib.ExitStack() as stack:
-        _hold_owner_lock(stack, staging, shown)
-        try:
-            os.mkdir(staging, 0o700)
-        except OSError as err:
-            raise _write_failed(shown, err) from err
-        try:
-            yield staging
-            if kind not in SELF_MARKED:
-                record = {"written_by": "unicure-rt", "kind": kind, "version": __version__}
-                (staging / MARKER).write_text(json.dumps(record) + "\n")
-            if out.exists() or out.is_symlink():
-                _recheck_replaceable(out, force, inputs)
-                backup = out.parent / f"{_partial_prefix(out)}old-{secrets.token_hex(4)}"
-                out.rename(backup)
-                try:
-                    _rename_noreplace(staging, out)
-                except BaseException:  # put the replaced folder back
-                    backup.rename(out)
-                    raise
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                try:
-                    _rename_noreplace(staging, out)
-                except FileExistsError:
-                    raise _appeared(shown) from None
-        except OSError as err:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise _write_failed(shown, err) from err
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    return _staged(out, force, inputs, kind)
 
 
-@contextlib.contextmanager
 def staged_output_file(
     out: Path | str, *, force: bool = False, inputs: Iterable[Path | str | None] = ()
-) -> Iterator[Path]:
+) -> contextlib.AbstractContextManager[Path]:
     """Yield a temporary path beside `out` (same suffix); on success it becomes `out` in one
     rename that never replaces a file that appeared meanwhile (unless `force`)."""
-    inputs = list(inputs)
-    shown = Path(out)
-    out = _prepare(shown, force, inputs)
-    staging = out.parent / f"{_partial_prefix(out)}{secrets.token_hex(4)}{out.suffix}"
-    with contextlib.ExitStack() as stack:
-        _hold_owner_lock(stack, staging, shown)
-        try:
-            yield staging
-            if out.exists() or out.is_symlink():
-                _recheck_replaceable(out, force, inputs)
-                os.replace(staging, out)
-            else:
-                try:
-                    _rename_noreplace(staging, out)
-                except FileExistsError:
-                    raise _appeared(shown) from None
-        except OSError as err:
-            staging.unlink(missing_ok=True)
-            raise _write_failed(shown, err) from err
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
+    return _staged(out, force, inputs, None)
 
 
 def write_marked_parquet(frame: object, path: Path | str, kind: str) -> None:

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from unicure_rt.cache import cache_root
 from unicure_rt.errors import UserError
+
+ort.disable_telemetry_events()  # with ORT_DISABLE_TELEMETRY (set in unicure_rt/__init__.py)
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 PROVIDER = {
@@ -50,11 +53,6 @@ class RuntimeOptions:
                 f"Unknown --device '{self.device}'. Choose one of: {', '.join(DEVICES)} "
                 "(auto tries TensorRT, then CUDA, then CPU)."
             )
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "unicure-rt"
 
 
 def gpu_name() -> str:

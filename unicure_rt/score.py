@@ -26,9 +26,11 @@ from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import PatientProfiles, check_coverage, gene_coverage
 from unicure_rt.outputs import staged_output_dir
+from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.scoring import (
     EFFECTS,
+    RANK_BY,
     ascending_ranks,
     dose_mean,
     drug_effects,
@@ -39,9 +41,6 @@ from unicure_rt.tokenizer import Tokenizer
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
-
-RANK_BY = ("score", "z")
-"""What `rank` follows: the raw reversal score, or its z against the drug's own null."""
 
 DEFAULT_PERMUTATIONS = 1000
 
@@ -561,7 +560,8 @@ def resolve_library(bundle: Bundle, drugs: Path | None) -> DrugLibrary:
             f"Bundle '{bundle.path}' ships no drug library. Pass one with --drugs LIB (build it "
             "with `unicure-rt drugs build` or `unicure-rt drugs import`)."
         )
-    return load_library(path, encoder_id=bundle.drug_encoder["id"])
+    encoder = bundle.drug_encoder
+    return load_library(path, encoder_id=encoder["id"], dim=encoder["dim"])
 
 
 def write_score_outputs(
@@ -573,10 +573,12 @@ def write_score_outputs(
     started: float,
     report_top: int | None = None,
     protect: Sequence[Path | None] = (),
+    record_paths: bool = False,
 ) -> Path:
     """Write ranking.csv/.parquet, predictions.parquet (if any), run.json and, with
     `report_top`, report.html and its figures; all appear at once or not at all. `out` may not
-    be, hold or lie inside an input file, nor any path of `protect` (bundle, library)."""
+    be, hold or lie inside an input file, nor any path of `protect` (bundle, library). The
+    records name files without their folders unless `record_paths` (see `provenance`)."""
     inputs = [*input_files, *protect]
     with staged_output_dir(out, force=force, inputs=inputs, kind="score") as staging:
         t0 = time.perf_counter()
@@ -586,6 +588,7 @@ def write_score_outputs(
             result.predictions.to_parquet(staging / "predictions.parquet", index=False)
         run = dict(result.run)
         run["inputs"] = [{"path": str(p), "sha256": sha256_file(p)} for p in input_files]
+        run = recorded(run, record_paths=record_paths)
         if report_top:
             from unicure_rt.report import write_report
 

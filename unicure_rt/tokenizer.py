@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unicure_rt.bundle import CHROM_CLOSE, CHROM_PREFIX, CLS, GENE_PREFIX, PAD
+from unicure_rt.bundle_schema import CHROM_CLOSE, CHROM_PREFIX, CLS, GENE_PREFIX, PAD
 from unicure_rt.errors import UserError
 
 

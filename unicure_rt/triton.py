@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, MANIFEST, Bundle, load_bundle
+from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import refuse_existing, staged_output_dir
 
@@ -191,15 +192,21 @@ then `flexpert` over the library at each dose, and ranks drugs by reversal score
 
 
 def export_triton(
-    bundle_path: Path | str | None, out: Path | str, options: TritonOptions, *, force: bool = False
-) -> Path:
-    """Write the Triton model repository of a (verified) bundle to `out`; return `out`."""
+    bundle_path: Path | str | None,
+    out: Path | str,
+    options: TritonOptions,
+    *,
+    force: bool = False,
+    pin: BundlePin | None = None,
+) -> Bundle:
+    """Write the Triton model repository of a (verified, with `pin` pinned) bundle to `out`;
+    return the bundle."""
     from unicure_rt.engines import triton_client
 
     out = Path(out)
     protect = [bundle_path or DEFAULT_BUNDLE]
     refuse_existing(out, force, protect)
-    bundle = load_bundle(bundle_path)
+    bundle = load_bundle(bundle_path, pin)
     missing = [g for g in GRAPHS if g not in bundle.manifest.get("graphs", {})]
     if missing:
         raise UserError(
@@ -221,4 +228,4 @@ def export_triton(
         shutil.copyfile(bundle.path / MANIFEST, staging / MANIFEST)
         (staging / CLIENT).write_text(inspect.getsource(triton_client))
         (staging / "README.md").write_text(_readme(bundle, options))
-    return out
+    return bundle

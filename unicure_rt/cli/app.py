@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from unicure_rt.cli import (
@@ -16,7 +18,9 @@ from unicure_rt.cli import (
     stratify,
     triton,
     validate,
+    verify,
 )
+from unicure_rt.outputs import use_shared_permissions
 
 app = typer.Typer(
     name="unicure-rt",
@@ -24,6 +28,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def options(
+    shared_permissions: Annotated[
+        bool,
+        typer.Option(
+            "--shared-permissions",
+            help="Give outputs the permissions of the umask (typically readable by the group "
+            "and others). Default: owner only, folders 0700 and files 0600, since outputs hold "
+            "patient data.",
+        ),
+    ] = False,
+) -> None:
+    """Options of every command (given before the command name)."""
+    use_shared_permissions(shared_permissions)
+
+
 app.command("score")(score.score)
 app.command("embed")(embed.embed)
 app.command("predict")(predict.predict)
@@ -31,6 +53,7 @@ app.command("stratify")(stratify.stratify_command)
 app.command("finetune")(finetune.finetune_command)
 app.command("validate")(validate.validate)
 app.command("info")(info.info)
+app.command("verify")(verify.verify)
 app.command("export")(export.export)
 app.command("export-triton")(triton.export_triton_command)
 app.add_typer(drugs.app, name="drugs")

@@ -73,6 +73,12 @@ def report_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def bundle_line(bundle: Any) -> str:
+    """The run header's bundle line: which bundle ran, by path and manifest digest (the value
+    `--bundle-sha256` pins)."""
+    return f"[dim]bundle {escape(str(bundle.path))} (manifest sha256 {bundle.sha256})[/dim]"
+
+
 TRAINED_DOSES_UM = (0.04, 10.0)  # the L1000 doses the model learnt from (reference ranking)
 LARGEST_DOSE_UM = 1000.0  # 1 mM: above it a dose is a unit error, not a drug concentration
 

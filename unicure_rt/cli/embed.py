@@ -10,9 +10,12 @@ from rich.markup import escape
 
 from unicure_rt import __version__
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
-from unicure_rt.cli.common import console, report_errors
+from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.cli.common import bundle_line, console, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
+    BundleSha256Opt,
+    BundleSignatureOpt,
     DeviceOpt,
     DrawsOpt,
     ForceOpt,
@@ -24,6 +27,7 @@ from unicure_rt.cli.options import (
     SampleKeyOpt,
     SeedOpt,
     ThreadsOpt,
+    TrustedKeyOpt,
 )
 from unicure_rt.embed import embedding_table
 from unicure_rt.errors import UserError
@@ -57,6 +61,9 @@ def embed(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     force: ForceOpt = False,
+    bundle_sha256: BundleSha256Opt = None,
+    bundle_signature: BundleSignatureOpt = None,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Write the 1280-d cell embedding of every profile (sample or sample/group) of INPUT."""
     suffix = out.suffix.lower()
@@ -74,7 +81,7 @@ def embed(
         )
     protect = [input, bundle or DEFAULT_BUNDLE]
     refuse_existing(out, force, protect)
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, BundlePin(bundle_sha256, bundle_signature, trusted_key))
     profiles = load_profiles(
         input,
         layer=layer,
@@ -98,6 +105,7 @@ def embed(
             adata.write_h5ad(target)
         else:
             write_marked_parquet(table, target, "embed")
+    console.print(bundle_line(loaded))
     console.print(
         f"Wrote {len(table)} embeddings to {escape(str(out))} ({table.attrs['provider']})."
     )

@@ -101,3 +101,37 @@ PermutationsOpt = Annotated[
         "and BH fdr columns); 0 = no null.",
     ),
 ]
+BundleSha256Opt = Annotated[
+    str | None,
+    typer.Option(
+        "--bundle-sha256",
+        metavar="HEX",
+        help="Refuse any bundle whose manifest sha256 is not HEX (the digest `unicure-rt verify` "
+        "and every run header print).",
+    ),
+]
+BundleSignatureOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bundle-signature",
+        metavar="SIG",
+        help="Signature of the bundle (OpenSSF model-signing, elliptic key); needs "
+        "--trusted-key and the [signing] extra.",
+    ),
+]
+TrustedKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-key",
+        metavar="PEM",
+        help="Public key (PEM) of the bundle publisher you trust; with --bundle-signature.",
+    ),
+]
+RecordPathsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--record-paths",
+        help="Record the full paths of the input files in run.json and report.html (default: "
+        "file names and sha256 only, since folder names often identify a patient).",
+    ),
+]

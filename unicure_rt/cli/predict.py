@@ -11,9 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
-from unicure_rt.cli.common import console, parse_doses, report_errors
+from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.cli.common import bundle_line, console, parse_doses, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
+    BundleSha256Opt,
+    BundleSignatureOpt,
     DeviceOpt,
     DosesOpt,
     DrawsOpt,
@@ -28,11 +31,17 @@ from unicure_rt.cli.options import (
     SampleKeyOpt,
     SeedOpt,
     ThreadsOpt,
+    TrustedKeyOpt,
 )
 from unicure_rt.drugs import REFERENCE_DOSES_UM, encode_smiles
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import load_profiles
-from unicure_rt.outputs import refuse_existing, staged_output_file, write_marked_parquet
+from unicure_rt.outputs import (
+    refuse_existing,
+    staged_output_file,
+    write_marked_csv,
+    write_marked_parquet,
+)
 from unicure_rt.predict import NO_DRUG, largest_changes, predict_expression
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import resolve_library, scoring_choice
@@ -68,6 +77,9 @@ def predict(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     force: ForceOpt = False,
+    bundle_sha256: BundleSha256Opt = None,
+    bundle_signature: BundleSignatureOpt = None,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Predict the treated expression of every profile of INPUT under the given drugs and doses."""
     if not drug and not smiles:
@@ -78,7 +90,7 @@ def predict(
         if out.suffix.lower() not in (".parquet", ".csv"):
             raise UserError(f"--out must end in .parquet or .csv (got '{out.name}').")
         refuse_existing(out, force, protect)
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, BundlePin(bundle_sha256, bundle_signature, trusted_key))
     effect, _rank_by = scoring_choice(loaded, effect, None)
     if effect not in EFFECTS:
         raise UserError(f"Unknown --effect '{effect}'. Choose {' or '.join(EFFECTS)}.")
@@ -113,9 +125,10 @@ def predict(
     if out is not None:
         with staged_output_file(out, force=force, inputs=protect) as target:
             if out.suffix.lower() == ".csv":
-                predictions.to_csv(target, index=False)
+                write_marked_csv(predictions, target, "predict")
             else:
                 write_marked_parquet(predictions, target, "predict")
+    console.print(bundle_line(loaded))
     baseline = "predicted(no drug)" if effect == "contrast" else "input, log2"
     table = Table(title=f"Largest predicted changes (predicted - {baseline}; effect: {effect})")
     for column in ("profile", "drug", "dose µM", "genes"):

@@ -15,9 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.cli.common import console, parse_doses, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
+    BundleSha256Opt,
+    BundleSignatureOpt,
     DeviceOpt,
     DosesOpt,
     DrawsOpt,
@@ -33,9 +36,11 @@ from unicure_rt.cli.options import (
     NormalWhereOpt,
     PermutationsOpt,
     RankByOpt,
+    RecordPathsOpt,
     SampleKeyOpt,
     SeedOpt,
     ThreadsOpt,
+    TrustedKeyOpt,
 )
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
@@ -131,6 +136,10 @@ def score(
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = 0,
+    bundle_sha256: BundleSha256Opt = None,
+    bundle_signature: BundleSignatureOpt = None,
+    trusted_key: TrustedKeyOpt = None,
+    record_paths: RecordPathsOpt = False,
 ) -> None:
     """Rank the drugs of a library by how strongly each is predicted to reverse the tumour
     signature (tumour - normal) of every sample in INPUT."""
@@ -146,6 +155,7 @@ def score(
         normal=normal,
         normal_where=normal_where,
     )
+    pin = BundlePin(bundle_sha256, bundle_signature, trusted_key)
     if engine == "ray":
         _score_on_ray(
             input=input,
@@ -169,6 +179,8 @@ def score(
             as_json=as_json,
             address=address,
             workers=workers,
+            pin=pin,
+            record_paths=record_paths,
         )
         return
     if address is not None or workers:
@@ -190,7 +202,7 @@ def score(
     if out is not None:
         refuse_existing(out, force, protect)
     parsed_doses = parse_doses(doses) or REFERENCE_DOSES_UM
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, pin)
     effect, rank_by = scoring_choice(loaded, effect, rank_by)
     options = ScoreOptions(
         doses=parsed_doses,
@@ -225,6 +237,7 @@ def score(
             started=started,
             report_top=top if report else None,
             protect=protect,
+            record_paths=record_paths,
         )
     if as_json:
         print(json.dumps(top_drugs_json(result, top), indent=1))
@@ -255,6 +268,8 @@ def _score_on_ray(
     as_json: bool,
     address: str | None,
     workers: int,
+    pin: BundlePin,
+    record_paths: bool,
 ) -> None:
     """`score --engine ray`: the cohort engine (`unicure_rt.engines.ray_engine`)."""
     flags = {"--predictions": predictions, "--report": report, "--json": as_json}
@@ -272,7 +287,7 @@ def _score_on_ray(
         )
     from unicure_rt.engines.ray_engine import score_cohort
 
-    effect, rank_by = scoring_choice(load_bundle(bundle), effect, rank_by)
+    effect, rank_by = scoring_choice(load_bundle(bundle, pin), effect, rank_by)
     options = ScoreOptions(
         doses=parse_doses(doses) or REFERENCE_DOSES_UM,
         draws=draws,
@@ -303,6 +318,8 @@ def _score_on_ray(
         workers=workers,
         force=force,
         quiet=quiet,
+        pin=pin,
+        record_paths=record_paths,
         on_start=started,
     )
     if not quiet:
@@ -312,6 +329,7 @@ def _score_on_ray(
             f"{run['library']['n_drugs']} drugs x {len(run['doses_uM'])} doses on "
             f"{run['providers'].get('flexpert')} in {run['timings_s']['total_s']:.1f} s"
         )
+        console.print(f"[dim]bundle manifest sha256 {run['bundle']['manifest_sha256']}[/dim]")
         console.print(
             f"Wrote {escape(str(out))}/ranking.parquet (Parquet dataset: "
             f"{run['ranking']['files']} files, "
@@ -389,6 +407,7 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         f"{run['providers']['flexpert']}; output genes measured: "
         f"{coverage['output_genes_present']}/{coverage['output_genes_total']}"
     )
+    console.print(f"[dim]bundle manifest sha256 {run['bundle']['manifest_sha256']}[/dim]")
     console.print(
         f"effect: {run['effect']} ({EFFECT_MEANING[run['effect']]}); ranked by "
         f"{run['rank_by']}"

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from unicure_rt.cli.common import console, report_errors
-from unicure_rt.cli.options import ForceOpt
+from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.cli.common import bundle_line, console, report_errors
+from unicure_rt.cli.options import BundleSha256Opt, BundleSignatureOpt, ForceOpt, TrustedKeyOpt
 from unicure_rt.triton import CLIENT, DEFAULT_MAX_BATCH_SIZE, GRAPHS, TritonOptions, export_triton
 
 
@@ -38,11 +39,16 @@ def export_triton_command(
         bool, typer.Option("--fp16", help="TensorRT in half precision (with --tensorrt).")
     ] = False,
     force: ForceOpt = False,
+    bundle_sha256: BundleSha256Opt = None,
+    bundle_signature: BundleSignatureOpt = None,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Write a Triton model repository (backbone and flexpert on the ONNX Runtime backend, the
     bundle manifest and a client example) from BUNDLE."""
     options = TritonOptions(max_batch_size=max_batch_size, tensorrt=tensorrt, fp16=fp16)
-    export_triton(bundle, out, options, force=force)
+    pin = BundlePin(bundle_sha256, bundle_signature, trusted_key)
+    loaded = export_triton(bundle, out, options, force=force, pin=pin)
+    console.print(bundle_line(loaded))
     accelerator = f", TensorRT {'FP16' if fp16 else 'FP32'}" if tensorrt else ""
     batching = f"max_batch_size {max_batch_size}" if max_batch_size else "no batching"
     console.print(

@@ -16,9 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle, sha256_file
-from unicure_rt.cli.common import console, parse_doses, report_errors
+from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.cli.common import bundle_line, console, parse_doses, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
+    BundleSha256Opt,
+    BundleSignatureOpt,
     DeviceOpt,
     DosesOpt,
     DrawsOpt,
@@ -29,13 +32,16 @@ from unicure_rt.cli.options import (
     MinCellsOpt,
     NormalOpt,
     NormalWhereOpt,
+    RecordPathsOpt,
     SampleKeyOpt,
     SeedOpt,
     ThreadsOpt,
+    TrustedKeyOpt,
 )
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.inputs import load_patient
 from unicure_rt.outputs import refuse_existing
+from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import ScoreOptions, resolve_library, run_identity, scoring_choice
 from unicure_rt.scoring import EFFECTS
@@ -70,6 +76,9 @@ def validate(
         ),
     ] = None,
     bundle: BundleOpt = None,
+    bundle_sha256: BundleSha256Opt = None,
+    bundle_signature: BundleSignatureOpt = None,
+    trusted_key: TrustedKeyOpt = None,
     drugs: DrugsOpt = None,
     patients: Annotated[
         Path | None,
@@ -131,6 +140,7 @@ def validate(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     force: ForceOpt = False,
+    record_paths: RecordPathsOpt = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the table.")
     ] = False,
@@ -142,7 +152,7 @@ def validate(
     if out is not None:
         refuse_existing(out, force, protect)
     data = DataFolder(data_dir)
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, BundlePin(bundle_sha256, bundle_signature, trusted_key))
     default_suites = SUITES if patients is not None else ("sensitivity", "signatures")
     options = ValidateOptions(
         suites=comma_list(suites, "--suites") if suites is not None else default_suites,
@@ -197,7 +207,10 @@ def validate(
         "timings_s": {**result["timings_s"], "total_s": time.perf_counter() - started},
     }
     if out is not None:
+        run = recorded(run, record_paths=record_paths)
         write_outputs(record, run, out, force=force, protect=protect)
+    if not quiet:
+        console.print(bundle_line(loaded))
     print_summary(record, time.perf_counter() - started, out)
 
 

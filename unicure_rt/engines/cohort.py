@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unicure_rt.bundle import Bundle, load_bundle, sha256_file
+from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.embed import embed_profiles
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import (
@@ -50,6 +51,7 @@ from unicure_rt.inputs import (
     gene_coverage,
     load_patient,
 )
+from unicure_rt.outputs import PARTIAL, owner_lock
 from unicure_rt.runtime import create_session
 from unicure_rt.score import (
     RECORDED_PACKAGES,
@@ -261,11 +263,21 @@ def _lent_sessions(held: dict[Path, tuple[Any, str]]) -> Iterator[None]:
 
 
 class BlockScorer:
-    """The bundle, the drug library and one session per graph, loaded once; scores blocks."""
+    """The bundle, the drug library and one session per graph, loaded once; scores blocks.
 
-    def __init__(self, bundle: Path | None, drugs: Path | None, options: ScoreOptions) -> None:
+    `bundle_sha256`: the manifest digest the driver verified, so that every worker scores with
+    the very bundle the driver checked (and pinned), even if its folder changes meanwhile.
+    """
+
+    def __init__(
+        self,
+        bundle: Path | None,
+        drugs: Path | None,
+        options: ScoreOptions,
+        bundle_sha256: str | None = None,
+    ) -> None:
         started = time.perf_counter()
-        self.bundle = load_bundle(bundle)
+        self.bundle = load_bundle(bundle, BundlePin(sha256=bundle_sha256))
         self.library = resolve_library(self.bundle, drugs)
         self.options = options
         self.held: dict[Path, tuple[Any, str]] = {}
@@ -304,12 +316,15 @@ def part_name(input_index: int, block: int) -> str:
 
 def write_part(table: pa.Table, directory: Path, input_index: int, block: int) -> Path:
     """Write one block's ranking into the dataset `directory`, atomically (a retried block
-    replaces its file whole)."""
+    replaces its file whole). The partial file is held under an owner lock while it is
+    written, so the partial of a worker killed meanwhile is provably stale and removed by
+    `clean_stale_partials` before the dataset is moved into place."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / part_name(input_index, block)
-    partial = directory / f".{target.name}.partial-{os.getpid()}"
-    pq.write_table(table, partial)
-    os.replace(partial, target)
+    partial = directory / f".{target.name}{PARTIAL}{os.getpid()}"
+    with owner_lock(partial):
+        pq.write_table(table, partial)
+        os.replace(partial, target)
     return target
 
 
@@ -377,7 +392,7 @@ def cohort_run_record(
         "provider_notes": notes,
         "inputs": metas,
         "normal": None if normal is None else {"path": str(normal), "sha256": sha256_file(normal)},
-        "skipped_files": [str(p) for p in inputs.skipped],
+        "skipped_files": [{"path": str(p)} for p in inputs.skipped],
         "profiles": profiles,
         "ranking": {
             "path": RANKING,

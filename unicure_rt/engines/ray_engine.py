@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.engines.cohort import (
     RANKING,
     BlockScorer,
@@ -51,7 +52,8 @@ from unicure_rt.engines.cohort import (
 )
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import LoadOptions
-from unicure_rt.outputs import refuse_existing, staged_output_dir
+from unicure_rt.outputs import clean_stale_partials, refuse_existing, staged_output_dir
+from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import ScoreOptions, resolve_library
 
@@ -133,11 +135,17 @@ class _ScoreBlocks:
     """
 
     def __init__(
-        self, bundle: Path, drugs: Path | None, options: ScoreOptions, paths: list[str], out: str
+        self,
+        bundle: Path,
+        bundle_sha256: str,
+        drugs: Path | None,
+        options: ScoreOptions,
+        paths: list[str],
+        out: str,
     ) -> None:
         self.scorer, self.error = None, ""
         try:
-            self.scorer = BlockScorer(bundle, drugs, options)
+            self.scorer = BlockScorer(bundle, drugs, options, bundle_sha256)
         except UserError as exc:
             self.error = str(exc)
         self.paths, self.ranking_dir = paths, Path(out)
@@ -222,12 +230,17 @@ def score_cohort(
     workers: int = 0,
     force: bool = False,
     quiet: bool = False,
+    pin: BundlePin | None = None,
+    record_paths: bool = False,
     on_start: Callable[[dict], None] = lambda info: None,
 ) -> dict:
     """Score every profile of every patient file in `paths` (files and folders) on Ray and
     write `out/ranking.parquet/` (Parquet dataset) and `out/run.json`; return the run record.
 
-    `on_start` gets the engine facts (workers, GPUs per worker, block size) once the cluster is
+    `pin`: the manifest digest and/or signature the bundle must have. run.json names files
+    without their folders unless `record_paths` (see `provenance`; the `input` column of the
+    ranking and of `profiles` keeps each file's path, its key). `on_start` gets the
+    engine facts (workers, GPUs per worker, block size) once the cluster is
     up, before any work.
     """
     started = time.perf_counter()
@@ -235,7 +248,7 @@ def score_cohort(
     protect = [*paths, load.normal, drugs, bundle or DEFAULT_BUNDLE]
     refuse_existing(out, force, protect)
     ray = import_ray()
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, pin)
     library = resolve_library(loaded, drugs)
     load = replace(load, normal=None if load.normal is None else Path(load.normal).resolve())
     inputs = find_inputs(paths, normal=load.normal)
@@ -287,6 +300,7 @@ def score_cohort(
                 _ScoreBlocks,
                 fn_constructor_kwargs={
                     "bundle": loaded.path.resolve(),
+                    "bundle_sha256": loaded.sha256,
                     "drugs": None if drugs is None else Path(drugs).resolve(),
                     "options": worker_options,
                     "paths": [str(p) for p in inputs.files],
@@ -300,6 +314,7 @@ def score_cohort(
             )
             summaries = scored.take_all()
             _block_errors(summaries, inputs)
+            clean_stale_partials(staging / RANKING)  # of workers killed while writing a block
             timings["scoring_s"] = time.perf_counter() - t0
             timings["total_s"] = time.perf_counter() - started
             run = cohort_run_record(
@@ -313,5 +328,6 @@ def score_cohort(
                 engine=engine,
                 timings=timings,
             )
+            run = recorded(run, record_paths=record_paths)
             (staging / "run.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
     return run

@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     manifest = json.loads(args.manifest.read_text())
     effect = args.effect or (manifest.get("scoring") or {}).get("effect") or "published"
     patient = load_patient(args.patient, normal=args.normal, normal_where=args.normal_where)
-    library = load_library(args.drugs, encoder_id=manifest["drug_encoder"]["id"])
+    encoder = manifest["drug_encoder"]
+    library = load_library(args.drugs, encoder_id=encoder["id"], dim=encoder["dim"])
     infer, client = triton_infer(args.url)
     batch = int(client.get_model_config("flexpert").get("max_batch_size") or 0) or len(library)
     for profile in patient.tumour.index:

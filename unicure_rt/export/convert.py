@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from unicure_rt.bundle import CHROM_CLOSE, CHROM_PREFIX, CLS, GENE_PREFIX, PAD
+from unicure_rt.bundle_schema import CHROM_CLOSE, CHROM_PREFIX, CLS, GENE_PREFIX, PAD
 from unicure_rt.errors import UserError
 from unicure_rt.models.config import UniCureConfig
 from unicure_rt.models.unicure import UniCure
