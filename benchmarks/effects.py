@@ -79,7 +79,7 @@ def control_ranks(ranking: pd.DataFrame, no_drug: pd.Series) -> dict:
         )
         for name in NO_DRUG_LIKE:
             hit = rows[rows["drug_name"].str.lower() == name]
-            found.setdefault(name, []).append(None if hit.empty else int(hit["rank"].min()))
+            found.setdefault(name, []).append("absent" if hit.empty else int(hit["rank"].min()))
     return found
 
 
@@ -143,7 +143,7 @@ def main() -> None:
     lines += [
         "",
         "| effect | score variance that is a per-patient constant | rank by score per patient "
-        "(- = unscorable) |",
+        "(- = unscorable; absent = not in the library) |",
         "| --- | ---: | --- |",
     ]
     for effect, found in result["effects"].items():

@@ -5,7 +5,8 @@ alternating order (so that load from other jobs falls on every variant alike):
 - `today`: the published effect without the null (`--effect published --permutations 0`), the
   computation of the previous release;
 - `published+null`: the published effect with the default null (1,000 gene permutations);
-- `contrast+null`: the contrast (one extra FlexPert row per cell) with the default null.
+- `contrast+null`: the contrast (one extra FlexPert row per cell) with the default null, ranked
+  by z: the bundled model's default.
 Writes `benchmarks/sections/null_cost.md` and `.json` with the medians, the ratios to `today`
 (target: at most 2x), the CPU model and SIMD flags, and the load average around each run.
 
@@ -28,9 +29,9 @@ from common import BENCH, cpu_info, timed_command
 
 EXAMPLE = "examples/tcga_brca.h5ad"
 VARIANTS = {
-    "today": ["--effect", "published", "--permutations", "0"],
-    "published+null": ["--effect", "published"],
-    "contrast+null": ["--effect", "contrast"],
+    "today": ["--effect", "published", "--rank-by", "score", "--permutations", "0"],
+    "published+null": ["--effect", "published", "--rank-by", "score"],
+    "contrast+null": ["--effect", "contrast", "--rank-by", "z"],
 }
 
 
