@@ -50,6 +50,7 @@ from unicure_rt.inputs import (
     gene_coverage,
     load_patient,
 )
+from unicure_rt.normals import normal_file
 from unicure_rt.runtime import create_session
 from unicure_rt.score import (
     RECORDED_PACKAGES,
@@ -350,6 +351,15 @@ def _merged_providers(summaries: list[dict]) -> dict[str, Any]:
     return {g: next(iter(p)) if len(p) == 1 else sorted(p) for g, p in found.items()}
 
 
+def _normal_record(normal: Path | str | None) -> dict | None:
+    """run.json's `normal`: the file and its sha256, or the shipped reference named."""
+    if normal is None:
+        return None
+    if normal_file(normal) is None:
+        return {"shipped_reference": str(normal)}
+    return {"path": str(normal), "sha256": sha256_file(normal)}
+
+
 def cohort_run_record(
     *,
     bundle: Bundle,
@@ -358,7 +368,7 @@ def cohort_run_record(
     inputs: CohortInputs,
     metas: list[dict],
     summaries: list[dict],
-    normal: Path | None,
+    normal: Path | str | None,
     engine: dict,
     timings: dict[str, float],
 ) -> dict:
@@ -376,7 +386,7 @@ def cohort_run_record(
         "providers": _merged_providers(summaries),
         "provider_notes": notes,
         "inputs": metas,
-        "normal": None if normal is None else {"path": str(normal), "sha256": sha256_file(normal)},
+        "normal": _normal_record(normal),
         "skipped_files": [str(p) for p in inputs.skipped],
         "profiles": profiles,
         "ranking": {
