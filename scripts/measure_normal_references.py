@@ -39,7 +39,7 @@ from unicure_rt.score import ScoreOptions, resolve_library, score_patient
 
 REPO = Path(__file__).resolve().parents[1]
 TCGA = REPO / "examples" / "tcga_brca.h5ad"
-GENE_COUNTS = (50, 100, 200, 400, 978)
+GENE_COUNTS = (50, 100, 200, 400, 700)
 
 
 def _tumours(patient: PatientProfiles, keep: list[str]) -> PatientProfiles:

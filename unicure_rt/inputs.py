@@ -52,6 +52,10 @@ from unicure_rt.genes import resolve_gene_ids
 
 MIN_OUTPUT_GENE_FRACTION = 0.5
 """Below half of the bundle's output genes, the Pearson-based reversal score is not meaningful."""
+MIN_VOCABULARY_FRACTION = 0.03
+"""Below this share of the backbone's gene vocabulary the cell sentence is drawn from a small
+panel the model never saw alone; an L1000 profile (978 genes) covers about 5% of a
+whole-transcriptome vocabulary and passes."""
 
 BACKED_BYTES = 1 << 30
 """h5ad files larger than this are opened with `backed='r'` and read in blocks of rows."""
@@ -61,10 +65,13 @@ BLOCK_VALUES = 1 << 25
 
 SAMPLE_COLUMNS = ("donor_id", "patient", "sample")
 OBS_NAMES = "obs_names"
+FILE_NAME = "file name"
 LOG_MAX = 30.0
 LINEAR_MIN = 100.0
 MAX_NEGATIVE_FRACTION = 0.25
 """log2(x + c) data are mostly above 0; z-scores and centred data are about half negative."""
+BULK_MAX_REPEATS = 2
+"""Repeated sample ids with at most this many observations each are bulk samples: refused."""
 LOG_FLOOR_MIN = -20.0
 """The lowest floor read as log2 of a pseudo-count (c = 2**-20, about 1e-6)."""
 N_EXAMPLES = 5
@@ -624,7 +631,7 @@ def _sample_ids(data: _Input, sample_key: str | None) -> tuple[pd.Series, str]:
     if sample_key is None:
         sample_key = next((key for key in SAMPLE_COLUMNS if key in data.obs.columns), None)
     if sample_key is None:
-        return pd.Series([data.path.stem] * len(data.obs)), "file name"
+        return pd.Series([data.path.stem] * len(data.obs)), FILE_NAME
     if sample_key == OBS_NAMES:
         names = pd.Index(data.obs.index)
         repeated = list(names[names.duplicated()].unique())
@@ -686,6 +693,7 @@ class _Profiles:
     log2: pd.DataFrame
     meta: pd.DataFrame
     dropped: list[dict]
+    bulk: bool = True
 
 
 def _profile_keys(samples: pd.Series, groups: pd.Series | None, mask: np.ndarray) -> pd.DataFrame:
@@ -728,15 +736,43 @@ def _profiles(data: _Input, keys: pd.DataFrame, min_cells: int | None, kind: str
     return _Profiles(log2, meta.assign(n_cells=kept.to_numpy()), dropped)
 
 
-def _is_bulk(data: _Input, samples: pd.Series) -> bool:
-    """Tables, and h5ad files with one observation per sample, are bulk."""
-    return data.kind != "h5ad" or bool(samples.value_counts().max() == 1)
+def _is_bulk(data: _Input, keys: pd.DataFrame, side: str, sample_source: str) -> bool:
+    """Whether one side (tumour, normal) of a file is bulk, decided for that side alone.
+
+    Tables are bulk. An h5ad side is bulk when each of its profiles (sample, or sample/group)
+    has one observation there: nothing is pooled. A side whose profiles have more is single
+    cells, pooled per profile, unless no profile has more than `BULK_MAX_REPEATS`
+    observations: that is the layout of bulk samples sharing a patient id (a tumour and a
+    normal sample, duplicates), which would be merged, so it is refused. A file without sample
+    ids (`sample_source` "file name") is one sample of cells by definition.
+    """
+    if data.kind != "h5ad":
+        return True
+    sizes = keys["profile"].value_counts()
+    if sizes.max() == 1:
+        return True
+    if sizes.max() <= BULK_MAX_REPEATS and sample_source != FILE_NAME:
+        repeated = list(sizes.index[sizes > 1])
+        raise UserError(
+            f"On the {side} side of {data.path}, {len(repeated)} sample id(s) "
+            f"({_examples(repeated)}) have {sizes.max()} observations each and none has more: "
+            "these look like separate bulk samples of one patient (e.g. its tumour and normal), "
+            "and unicure-rt never pools bulk samples. Select the normal ones with --normal-where "
+            "(e.g. --normal-where condition=normal, each patient then gets its own normal), give "
+            "every observation its own id with --sample-key obs_names, or split them with "
+            "--group-key."
+        )
+    return False
 
 
-def _side_profiles(data, samples, groups, mask, min_cells, kind, side) -> _Profiles:
-    """Profiles of the observations in `mask`; `min_cells` applies to single-cell inputs only."""
-    cutoff = None if _is_bulk(data, samples) else min_cells
-    profiles = _profiles(data, _profile_keys(samples, groups, mask), cutoff, kind)
+def _side_profiles(data, samples, groups, mask, min_cells, kind, side, found) -> _Profiles:
+    """Profiles of the observations in `mask`; `min_cells` applies to single-cell sides only.
+
+    `found` says where the sample ids came from (`_sample_ids`)."""
+    keys = _profile_keys(samples, groups, mask)
+    bulk = _is_bulk(data, keys, side, found)
+    profiles = _profiles(data, keys, None if bulk else min_cells, kind)
+    profiles.bulk = bulk
     if profiles.log2.shape[0] == 0:
         largest = max(profiles.dropped, key=lambda item: item["n_cells"])
         raise UserError(
@@ -762,6 +798,8 @@ def _check_options(normal: Any, normal_where: str | None, min_cells: int) -> Non
         )
     if normal is not None and normal_where is not None:
         raise UserError("Give either --normal or --normal-where, not both.")
+    if normals.is_reference_spec(normal) and str(normal).strip().lower() != normals.AUTO:
+        normals.resolve_tissue(str(normal))  # a misspelt tissue is refused before any reading
     _check_min_cells(min_cells)
 
 
@@ -786,8 +824,9 @@ def _read_normal_file(path: Any, layer, gene_key, sample_key, min_cells) -> tupl
         kind = _value_kind(data)
         samples, found = _sample_ids(data, sample_key if h5ad else None)
         everything = np.ones(len(data.obs), dtype=bool)
-        profiles = _side_profiles(data, samples, None, everything, min_cells, kind, "normal")
+        profiles = _side_profiles(data, samples, None, everything, min_cells, kind, "normal", found)
         qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind], "sample_key": found}
+        qc["bulk"] = profiles.bulk
     return profiles, {"normal_file": qc}
 
 
@@ -858,7 +897,8 @@ def load_patient(
         `sample/group`.
     min_cells
         Profiles (and normal samples) pooled from fewer observations are dropped and reported.
-        Does not apply to bulk inputs (tables, or h5ad files with one observation per sample).
+        Does not apply to bulk inputs: tables, or a side (tumour, normal) of an h5ad file with
+        one observation per profile; bulk observations are never pooled (see `_is_bulk`).
     normal
         A file of normal samples, read like `path` (same layer, gene key and sample key when it
         is an h5ad). A tumour profile uses the normal profile of the same sample id when there is
@@ -890,15 +930,21 @@ def load_patient(
         is_normal = np.zeros(len(data.obs), dtype=bool)
         if normal_where is not None:
             is_normal = _normal_mask(data.obs, samples, normal_where, data.path)
-        tumour = _side_profiles(data, samples, groups, ~is_normal, min_cells, kind, "tumour")
+        tumour = _side_profiles(data, samples, groups, ~is_normal, min_cells, kind, "tumour", found)
         if normal_where is not None:
-            reference = _side_profiles(data, samples, None, is_normal, min_cells, kind, "normal")
-            normal_qc = {"normal_where": normal_where, "n_observations": int(is_normal.sum())}
+            reference = _side_profiles(
+                data, samples, None, is_normal, min_cells, kind, "normal", found
+            )
+            normal_qc = {
+                "normal_where": normal_where,
+                "n_observations": int(is_normal.sum()),
+                "bulk": reference.bulk,
+            }
         input_qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]}
         profiles_qc = {
             "sample_key": found,
             "group_key": group_key,
-            "bulk": _is_bulk(data, samples),
+            "bulk": tumour.bulk,
             "n_samples": int(samples[~is_normal].nunique()),
             "dropped_min_cells": tumour.dropped,
         }
@@ -930,13 +976,15 @@ def load_profiles(
         samples, found = _sample_ids(data, sample_key)
         groups = _group_labels(data, group_key)
         everything = np.ones(len(data.obs), dtype=bool)
-        profiles = _side_profiles(data, samples, groups, everything, min_cells, kind, "input")
+        profiles = _side_profiles(
+            data, samples, groups, everything, min_cells, kind, "input", found
+        )
         qc = {
             "input": {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]},
             "profiles": {
                 "sample_key": found,
                 "group_key": group_key,
-                "bulk": _is_bulk(data, samples),
+                "bulk": profiles.bulk,
                 "n_samples": int(samples.nunique()),
                 "dropped_min_cells": profiles.dropped,
                 "n_profiles": len(profiles.log2),
@@ -1016,8 +1064,8 @@ def gene_coverage(profiles_genes, vocabulary_genes, output_genes) -> dict:
     -------
     JSON-serialisable: `profile_genes`; `vocabulary_genes_total`, `vocabulary_genes_present`
     (profile genes in the vocabulary), `vocabulary_fraction` (of the vocabulary genes);
-    `output_genes_total`, `output_genes_present`, `output_fraction`; and
-    `output_genes_missing_examples` (up to 10).
+    `output_genes_total`, `output_genes_present`, `output_fraction`;
+    `output_genes_missing_examples` (up to 10) and `output_genes_missing` (all of them).
     """
     profile, vocabulary, output = set(profiles_genes), set(vocabulary_genes), list(output_genes)
     in_vocabulary = len(profile & vocabulary)
@@ -1031,11 +1079,13 @@ def gene_coverage(profiles_genes, vocabulary_genes, output_genes) -> dict:
         "output_genes_present": len(output) - len(missing),
         "output_fraction": (len(output) - len(missing)) / max(len(output), 1),
         "output_genes_missing_examples": missing[:10],
+        "output_genes_missing": missing,
     }
 
 
 def check_coverage(coverage: dict, *, min_fraction: float = MIN_OUTPUT_GENE_FRACTION) -> None:
-    """Refuse profiles that cover too few output genes or none of the vocabulary.
+    """Refuse profiles that cover too few output genes or too little of the vocabulary
+    (`MIN_VOCABULARY_FRACTION`).
 
     Reads a dict from `gene_coverage`; raises UserError naming the numbers.
     """
@@ -1052,4 +1102,13 @@ def check_coverage(coverage: dict, *, min_fraction: float = MIN_OUTPUT_GENE_FRAC
         raise UserError(
             f"None of the {coverage['profile_genes']} genes of the input is in the model's gene "
             "vocabulary, so no cell sentence can be built. Check the gene labels."
+        )
+    if coverage["vocabulary_fraction"] < MIN_VOCABULARY_FRACTION:
+        raise UserError(
+            f"The input covers only {coverage['vocabulary_genes_present']} of the "
+            f"{coverage['vocabulary_genes_total']} genes of the model's vocabulary "
+            f"({coverage['vocabulary_fraction']:.1%}; at least {MIN_VOCABULARY_FRACTION:.0%} "
+            "needed): the cell sentence would be drawn from a small gene panel the model never "
+            "saw alone, so the embedding would not mean anything. Pass a whole-transcriptome "
+            "profile, or check that the gene labels resolve (see gene_ids in the QC)."
         )

@@ -180,10 +180,11 @@ def choose_tissue(profile: pd.Series, n_genes: int = AUTO_GENES) -> dict:
             f"this input has {len(table)}. Name a reference with --normal tissue:NAME."
         )
     genes = table.var(axis=1).sort_values(ascending=False, kind="stable").index[:n_genes]
-    values = profile.loc[genes].to_numpy(np.float64)
-    scores = pd.Series(
-        [spearmanr(values, table.loc[genes, c]).statistic for c in candidates], index=candidates
-    ).sort_values(ascending=False, kind="stable")
+    columns = np.column_stack([profile.loc[genes].to_numpy(np.float64), table.loc[genes]])
+    correlation = spearmanr(columns).statistic  # (1 + candidates) x (1 + candidates)
+    scores = pd.Series(correlation[0, 1:], index=candidates).sort_values(
+        ascending=False, kind="stable"
+    )
     best, runner_up = scores.index[0], scores.index[1]
     organ = refs.references[best]["organ"]
     other = next(c for c in scores.index if refs.references[c]["organ"] != organ)

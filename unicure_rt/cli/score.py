@@ -322,7 +322,8 @@ def top_drugs_json(result: ScoreResult, top: int) -> dict:
             for profile, rows in best.groupby("profile", sort=False)
         },
         "run": {
-            k: result.run[k] for k in ("seed", "draws", "doses_uM", "providers", "gene_coverage")
+            k: result.run[k]
+            for k in ("seed", "draws", "doses_uM", "providers", "gene_coverage", "input_qc")
         },
     }
 
