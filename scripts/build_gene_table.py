@@ -50,10 +50,10 @@ def gene_aliases(table: pd.DataFrame, ncbi: pd.DataFrame) -> list[str]:
 
 
 def build_table(
-    locations: pd.DataFrame, landmarks: pd.DataFrame, ncbi: pd.DataFrame
+    locations: pd.DataFrame, landmarks: pd.DataFrame, ncbi: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Merge the gene locations with the landmark genes and the NCBI aliases; return the
-    table, sorted by symbol."""
+    """Merge the gene locations with the landmark genes and the NCBI aliases (none when `ncbi`
+    is None); return the table, sorted by symbol."""
     others = locations[~locations["entrez_id"].isin(landmarks["entrez_id"])]
     table = pd.concat(
         [landmarks.assign(landmark=True), others.assign(landmark=False)], ignore_index=True
@@ -65,7 +65,8 @@ def build_table(
     if missing:
         raise SystemExit(f"landmark genes lost while building the table: {sorted(missing)}")
     table = table.reset_index(drop=True)
-    table["aliases"] = gene_aliases(table, ncbi)
+    no_aliases = pd.DataFrame(columns=["entrez_id", "symbol", "aliases"])
+    table["aliases"] = gene_aliases(table, no_aliases if ncbi is None else ncbi)
     return table[COLUMNS]
 
 

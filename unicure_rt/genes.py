@@ -7,6 +7,9 @@ label carries an id, so a file written with older or newer symbols still lands o
 symbol. A bare symbol that is no gene's own symbol is looked up among the aliases and previous
 symbols the table carries (NCBI Entrez Gene 2022, e.g. today's AARS1 -> landmark AARS); an
 alias shared by several genes is ambiguous: it stays unresolved and is reported, never guessed.
+Aliases shorter than `MIN_ALIAS_LENGTH`, without a letter, or spelling a missing value (`NA`,
+`NAN`, ...) are never used: NCBI lists `S1`, `T`, `ID` or `NAN` as aliases, which would turn
+sample ids and empty cells into genes.
 
 Recognised labels (the id type of each label is detected separately):
 
@@ -31,6 +34,8 @@ GENE_TABLE = Path(__file__).parent / "data" / "gene_table.tsv.gz"
 ENSEMBL_RE = re.compile(r"^(ENSG\d{11})(?:\.\d+)?$")
 SYMBOL_ENTREZ_RE = re.compile(r"^([^|]*)\|(\d+)$")
 N_EXAMPLES = 5
+MIN_ALIAS_LENGTH = 3
+MISSING_SPELLINGS = {"NA", "NAN", "NONE", "NULL", "N/A"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ def _lookup() -> _Lookup:
         for alias in filter(None, aliases.split("|")):
             owners.setdefault(alias, set()).add(symbol)
     own = set(symbols)
-    owners = {alias: genes for alias, genes in owners.items() if alias not in own}
+    owners = {alias: genes for alias, genes in owners.items() if _usable_alias(alias, own)}
     return _Lookup(
         by_symbol=dict(zip(symbols, symbols, strict=True)),
         by_entrez=dict(zip(table["entrez_id"].tolist(), symbols, strict=True)),
@@ -74,16 +79,25 @@ def _lookup() -> _Lookup:
     )
 
 
-def _by_name(name: str, lookup: _Lookup) -> tuple[str | None, str | None]:
-    """(symbol, how) of a bare symbol: its own symbol first, else an unambiguous alias."""
+def _usable_alias(alias: str, own: set[str]) -> bool:
+    """An alias is looked up unless it is a gene's own symbol or too generic (module doc)."""
+    generic = len(alias) < MIN_ALIAS_LENGTH or not any(c.isalpha() for c in alias)
+    return alias not in own and not generic and alias not in MISSING_SPELLINGS
+
+
+def _by_name(name: str, lookup: _Lookup, aliases: bool) -> tuple[str | None, str | None]:
+    """(symbol, how) of a bare symbol: its own symbol first, else (with `aliases`) an
+    unambiguous alias."""
     if name in lookup.by_symbol:
         return lookup.by_symbol[name], "symbol"
+    if not aliases:
+        return None, None
     if name in lookup.by_alias:
         return lookup.by_alias[name], "alias"
     return None, "ambiguous alias" if name in lookup.ambiguous else None
 
 
-def _resolve_one(label: str, lookup: _Lookup) -> tuple[str, str | None, str | None]:
+def _resolve_one(label: str, lookup: _Lookup, aliases: bool) -> tuple[str, str | None, str | None]:
     """Return (id type, canonical symbol or None, how it matched) of one label; `how` is
     `symbol`, `alias`, `ensembl`, `entrez`, `ambiguous alias` (unresolved) or None."""
     text = label.strip().upper()
@@ -96,11 +110,13 @@ def _resolve_one(label: str, lookup: _Lookup) -> tuple[str, str | None, str | No
         name, entrez = pair.groups()
         if int(entrez) in lookup.by_entrez:
             return "symbol|entrez", lookup.by_entrez[int(entrez)], "entrez"
-        return "symbol|entrez", *_by_name(name, lookup)
-    return "symbol", *_by_name(text, lookup)
+        return "symbol|entrez", *_by_name(name, lookup, aliases)
+    return "symbol", *_by_name(text, lookup, aliases)
 
 
-def resolve_gene_ids(labels: Sequence[str]) -> tuple[list[str | None], dict]:
+def resolve_gene_ids(
+    labels: Sequence[str], *, aliases: bool = True
+) -> tuple[list[str | None], dict]:
     """Map gene labels (symbols, Ensembl ids, `SYMBOL|ENTREZ`, or a mix) to canonical symbols.
 
     Parameters
@@ -108,6 +124,9 @@ def resolve_gene_ids(labels: Sequence[str]) -> tuple[list[str | None], dict]:
     labels
         Gene labels as they appear in a file (var names, a var column, or a table axis);
         non-text labels are converted with `str`.
+    aliases
+        Also look bare symbols up among the aliases (False: own symbols and ids only, as when
+        deciding which axis of a table holds the genes).
 
     Returns
     -------
@@ -125,7 +144,7 @@ def resolve_gene_ids(labels: Sequence[str]) -> tuple[list[str | None], dict]:
     labels = [str(label) for label in labels]
     types, symbols, hows = [], [], []
     for label in labels:
-        id_type, symbol, how = _resolve_one(label, lookup)
+        id_type, symbol, how = _resolve_one(label, lookup, aliases)
         types.append(id_type)
         symbols.append(symbol)
         hows.append(how)

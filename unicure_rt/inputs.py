@@ -273,9 +273,9 @@ def _numeric_frame(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def _orient(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list, dict, str]:
     """Find the gene axis; return samples x genes, the resolved symbols, report and orientation."""
-    by_rows = resolve_gene_ids(list(frame.index))
-    by_columns = resolve_gene_ids(list(frame.columns))
-    n_rows, n_columns = by_rows[1]["n_resolved"], by_columns[1]["n_resolved"]
+    # the axis is found without aliases: NCBI aliases include words like S1 or T
+    n_rows = resolve_gene_ids(list(frame.index), aliases=False)[1]["n_resolved"]
+    n_columns = resolve_gene_ids(list(frame.columns), aliases=False)[1]["n_resolved"]
     if n_rows == n_columns:
         problem = "no row or column label" if n_rows == 0 else "as many row as column labels"
         raise UserError(
@@ -284,8 +284,8 @@ def _orient(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list, dict, 
             "genes with symbols, Ensembl ids or SYMBOL|ENTREZ, in the first column or the header."
         )
     if n_rows > n_columns:
-        return frame.T, *by_rows, "genes x samples (genes on rows)"
-    return frame, *by_columns, "samples x genes (genes on columns)"
+        return frame.T, *resolve_gene_ids(list(frame.index)), "genes x samples (genes on rows)"
+    return frame, *resolve_gene_ids(list(frame.columns)), "samples x genes (genes on columns)"
 
 
 def _read_table(path: Path, kind: str) -> _Input:
