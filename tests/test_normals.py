@@ -299,3 +299,13 @@ def test_refusals_are_one_paragraph_with_exit_2(tiny_bundle, tmp_path, args, mes
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_cohort_run_record_names_a_shipped_reference_and_hashes_a_file(tmp_path):
+    from unicure_rt.engines.cohort import _normal_record
+
+    assert _normal_record("tissue:breast") == {"shipped_reference": "tissue:breast"}
+    assert _normal_record(None) is None
+    (tmp_path / "n.csv").write_text("gene,s\nTP53,1\n")
+    record = _normal_record(tmp_path / "n.csv")
+    assert record["path"] == str(tmp_path / "n.csv") and len(record["sha256"]) == 64
