@@ -35,7 +35,14 @@ def load_build_script():
 
 def test_table_columns_and_uniqueness():
     table = gene_table()
-    assert list(table.columns) == ["symbol", "entrez_id", "ensembl_id", "chromosome", "start"]
+    assert list(table.columns) == [
+        "symbol",
+        "entrez_id",
+        "ensembl_id",
+        "chromosome",
+        "start",
+        "aliases",
+    ]
     assert table["symbol"].is_unique and table["entrez_id"].is_unique
     assert table["ensembl_id"].is_unique
     assert (table["symbol"] == table["symbol"].str.upper()).all()
@@ -93,6 +100,9 @@ def test_mixed_and_unresolved_labels_are_reported():
         "n_resolved": 3,
         "n_unresolved": 3,
         "unresolved_examples": ["NOT_A_GENE", "?|123456789", "ENSG99999999999"],
+        "matched_by": {"symbol": 1, "alias": 0, "ensembl": 1, "entrez": 1},
+        "alias_examples": {},
+        "ambiguous_aliases": {"n": 0, "examples": {}},
     }
     json.dumps(report)
 
@@ -128,7 +138,9 @@ def test_shipped_table_matches_the_build_script_and_holds_every_landmark_gene():
     dtypes = {"chromosome": str}
     locations = pd.read_csv(data / "genes" / "gene_locations_hg38.tsv.gz", sep="\t", dtype=dtypes)
     landmarks = pd.read_csv(data / "genes" / "landmark_genes.tsv", sep="\t", dtype=dtypes)
-    pd.testing.assert_frame_equal(build.build_table(locations, landmarks), gene_table())
+    ncbi = pd.read_csv(data / "genes" / "gene_aliases_ncbi_2022.tsv.gz", sep="\t", dtype=str)
+    built = build.build_table(locations, landmarks, ncbi).fillna({"aliases": ""})
+    pd.testing.assert_frame_equal(built, gene_table())
     symbols, report = resolve_gene_ids([f"?|{entrez}" for entrez in landmarks["entrez_id"]])
     assert symbols == landmarks["symbol"].str.upper().tolist()
     assert report["n_unresolved"] == 0

@@ -8,7 +8,12 @@ Inputs
     (`genes.resolve_gene_ids`) is the gene axis.
 
 Value kinds (`value_kind`), detected on the whole matrix that is read
-    - NaN or infinite values, or any negative value (scaled or centred data), are refused;
+    - NaN or infinite values are refused;
+    - `log_pseudocount`: log2 with a small pseudo-count, log2(x + c) with c < 1 (e.g.
+      log2(FPKM + 0.1)): negative values down to a floor log2(c) that several values share
+      (the zeros), at most `MAX_NEGATIVE_FRACTION` of the values negative, the floor at least
+      `LOG_FLOOR_MIN` and the maximum at most 30. Any other negative values (z-scores, centred
+      or scaled data: about half the values negative, no shared floor) are refused;
     - `counts`: every value is a whole number;
     - `linear`: non-integer values whose maximum exceeds 100 (RSEM expected counts, TPM, FPKM);
     - `log`: non-integer values whose maximum is at most 30 (log2 or ln expression);
@@ -19,7 +24,9 @@ Conversion to the log2 scale (`conversion`)
       `log2(CPM + 1)`, with the library size taken over every feature of the input, resolved to a
       gene or not, before any restriction to a gene set;
     - `log`: average over the observations in linear space (`2**x - 1`), then `log2(mean + 1)`;
-      a profile made of one observation (bulk) therefore keeps its values.
+      a profile made of one observation (bulk) therefore keeps its values;
+    - `log_pseudocount`: the same with the detected pseudo-count, `2**x - c`, so the profile is
+      on the log2(x + 1) scale of every other input.
     Labels that resolve to the same gene are summed in linear space before the log.
 
 Samples, groups and the normal reference: see `load_patient`.
@@ -39,11 +46,16 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from unicure_rt import normals
 from unicure_rt.errors import UserError
 from unicure_rt.genes import resolve_gene_ids
 
 MIN_OUTPUT_GENE_FRACTION = 0.5
 """Below half of the bundle's output genes, the Pearson-based reversal score is not meaningful."""
+MIN_VOCABULARY_FRACTION = 0.03
+"""Below this share of the backbone's gene vocabulary the cell sentence is drawn from a small
+panel the model never saw alone; an L1000 profile (978 genes) covers about 5% of a
+whole-transcriptome vocabulary and passes."""
 
 BACKED_BYTES = 1 << 30
 """h5ad files larger than this are opened with `backed='r'` and read in blocks of rows."""
@@ -53,14 +65,23 @@ BLOCK_VALUES = 1 << 25
 
 SAMPLE_COLUMNS = ("donor_id", "patient", "sample")
 OBS_NAMES = "obs_names"
+FILE_NAME = "file name"
 LOG_MAX = 30.0
 LINEAR_MIN = 100.0
+MAX_NEGATIVE_FRACTION = 0.25
+"""log2(x + c) data are mostly above 0; z-scores and centred data are about half negative."""
+BULK_MAX_REPEATS = 2
+"""Repeated sample ids with at most this many observations each are bulk samples: refused."""
+LOG_FLOOR_MIN = -20.0
+"""The lowest floor read as log2 of a pseudo-count (c = 2**-20, about 1e-6)."""
 N_EXAMPLES = 5
 CONVERSIONS = {
     "counts": "log2(CPM + 1)",
     "linear": "log2(CPM + 1)",
     "log": "log2(mean(2**x - 1) + 1)",
+    "log_pseudocount": "log2(mean(2**x - pseudocount) + 1)",
 }
+SCALES = {"counts": "linear", "linear": "linear", "log": "log", "log_pseudocount": "log"}
 TABLE_SUFFIXES = {
     ".csv": "csv",
     ".csv.gz": "csv",
@@ -75,7 +96,9 @@ WHERE_RE = re.compile(r"^\s*([^=~]+?)\s*([=~])\s*(.+?)\s*$")
 class PatientProfiles:
     """Tumour profiles and their matched normal reference, on a log2 expression scale.
 
-    `normal` is None for profiles read without a reference (`load_profiles`).
+    `normal` is None for profiles read without a reference (`load_profiles`). A normal read
+    from the data covers `genes`; a shipped one (`unicure_rt.normals`) only the landmark genes
+    of `genes` it has, the genes the signature is taken over.
     """
 
     genes: list[str]
@@ -98,6 +121,7 @@ class _Input:
     qc: dict = field(default_factory=dict)
     genes: list[str] = field(default_factory=list)
     gene_matrix: Any = None
+    log_offset: float = 1.0  # c of log2(x + c) for log kinds, set by `_value_kind`
 
 
 def _examples(items: Sequence) -> str:
@@ -249,9 +273,9 @@ def _numeric_frame(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def _orient(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list, dict, str]:
     """Find the gene axis; return samples x genes, the resolved symbols, report and orientation."""
-    by_rows = resolve_gene_ids(list(frame.index))
-    by_columns = resolve_gene_ids(list(frame.columns))
-    n_rows, n_columns = by_rows[1]["n_resolved"], by_columns[1]["n_resolved"]
+    # the axis is found without aliases: NCBI aliases include words like S1 or T
+    n_rows = resolve_gene_ids(list(frame.index), aliases=False)[1]["n_resolved"]
+    n_columns = resolve_gene_ids(list(frame.columns), aliases=False)[1]["n_resolved"]
     if n_rows == n_columns:
         problem = "no row or column label" if n_rows == 0 else "as many row as column labels"
         raise UserError(
@@ -260,8 +284,8 @@ def _orient(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list, dict, 
             "genes with symbols, Ensembl ids or SYMBOL|ENTREZ, in the first column or the header."
         )
     if n_rows > n_columns:
-        return frame.T, *by_rows, "genes x samples (genes on rows)"
-    return frame, *by_columns, "samples x genes (genes on columns)"
+        return frame.T, *resolve_gene_ids(list(frame.index)), "genes x samples (genes on rows)"
+    return frame, *resolve_gene_ids(list(frame.columns)), "samples x genes (genes on columns)"
 
 
 def _read_table(path: Path, kind: str) -> _Input:
@@ -388,9 +412,10 @@ def _nonfinite_positions(block: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scan_values(data: _Input) -> dict:
-    """One pass over the matrix: non-finite positions, negatives, maximum, whole numbers."""
+    """One pass over the matrix: non-finite positions, negatives, minimum and how many values
+    share it, maximum, whole numbers, number of values (implicit sparse zeros included)."""
     scan = {"n_nonfinite": 0, "rows": set(), "cols": set(), "n_negative": 0, "max": 0.0}
-    scan["integer"] = True
+    scan.update(integer=True, min=0.0, n_at_min=0, n_values=int(np.prod(data.values.shape)))
     for start, block in _row_blocks(data.values, data.path):
         values = _block_data(block)
         finite = np.isfinite(values)
@@ -403,6 +428,11 @@ def _scan_values(data: _Input) -> dict:
         if values.size:
             scan["n_negative"] += int((values < 0).sum())
             scan["max"] = max(scan["max"], float(values.max()))
+            low = float(values.min())
+            if low < scan["min"]:
+                scan["min"], scan["n_at_min"] = low, 0
+            if low == scan["min"] < 0:
+                scan["n_at_min"] += int((values == low).sum())
             scan["integer"] = scan["integer"] and bool(np.array_equal(values, np.round(values)))
     return scan
 
@@ -434,12 +464,7 @@ def _value_kind(data: _Input) -> str:
             "counts the values came from."
         )
     if scan["n_negative"]:
-        raise UserError(
-            f"{where} holds {scan['n_negative']} negative values: it looks scaled or centred "
-            "(z-scores, sc.pp.scale), and scaled data cannot be tokenized because genes are drawn "
-            "in proportion to their expression. Pass counts or log-normalised data instead"
-            + _other_sources(data)
-        )
+        return _negative_kind(data, scan, where)
     if scan["max"] == 0:
         raise UserError(f"{where} holds only zeros. Pass a file with expression values.")
     if scan["integer"]:
@@ -452,6 +477,39 @@ def _value_kind(data: _Input) -> str:
         f"{where} holds non-integer values up to {scan['max']:.4g}: too large for log expression "
         f"(at most {LOG_MAX:g}) and too small for counts or TPM (above {LINEAR_MIN:g}), so its "
         "scale cannot be told. Pass raw counts (or TPM), or log2/ln expression."
+    )
+
+
+def _negative_kind(data: _Input, scan: dict, where: str) -> str:
+    """`log_pseudocount` when the negative values look like log2(x + c), c < 1 (see the module
+    docstring; sets `data.log_offset` and records the evidence in `data.qc`); else UserError."""
+    fraction = scan["n_negative"] / max(scan["n_values"], 1)
+    floor_ok = scan["min"] >= LOG_FLOOR_MIN and scan["n_at_min"] >= 2
+    if fraction <= MAX_NEGATIVE_FRACTION and floor_ok and scan["max"] <= LOG_MAX:
+        data.log_offset = float(2.0 ** scan["min"])
+        data.qc["log_pseudocount"] = {
+            "floor": scan["min"],
+            "n_at_floor": scan["n_at_min"],
+            "negative_fraction": fraction,
+            "pseudocount": data.log_offset,
+            "detected": f"log2(x + {data.log_offset:.3g}): {scan['n_at_min']} values share the "
+            f"floor {scan['min']:g}, {fraction:.1%} of the values are negative",
+        }
+        return "log_pseudocount"
+    if fraction > MAX_NEGATIVE_FRACTION:
+        why = f"{fraction:.0%} of its values are negative (log2 with a pseudo-count has few)"
+    elif not floor_ok:
+        why = (
+            f"its minimum {scan['min']:.4g} is held by {scan['n_at_min']} value(s), not a floor "
+            f"shared by the zeros of log2(x + c) with c at least 2**{LOG_FLOOR_MIN:g}"
+        )
+    else:
+        why = f"its maximum {scan['max']:.4g} is too large for log expression"
+    raise UserError(
+        f"{where} holds {scan['n_negative']} negative values and {why}: it looks scaled or "
+        "centred (z-scores, sc.pp.scale), and scaled data cannot be tokenized because genes are "
+        "drawn in proportion to their expression. Pass counts, TPM or log expression instead "
+        "(log2(x + c) with a small pseudo-count is accepted)" + _other_sources(data)
     )
 
 
@@ -487,19 +545,23 @@ def _pseudobulk(data: _Input, codes: np.ndarray, n_profiles: int, kind: str) -> 
     )
     total = np.zeros((n_profiles, len(data.features)))
     for start, block in _row_blocks(data.values, data.path):
-        if kind == "log":
-            _exp2m1(block)
+        if SCALES[kind] == "log":
+            _exp2_minus(block, data.log_offset)
         part = assign[:, start : start + block.shape[0]] @ block
         total += part.toarray() if sparse.issparse(part) else part
-    if kind == "log":
+    if SCALES[kind] == "log":
         total /= np.bincount(codes[kept], minlength=n_profiles)[:, None]
     return total
 
 
-def _exp2m1(block: Any) -> None:
-    """In place: x -> 2**x - 1 (zeros stay zeros, so sparse blocks stay sparse)."""
+def _exp2_minus(block: Any, offset: float) -> None:
+    """In place: x -> 2**x - offset. With offset 1 (log2(x + 1)) zeros stay zeros, so sparse
+    blocks stay sparse; a log2(x + c) block is dense (its zeros are at the floor log2(c))."""
     values = block.data if sparse.issparse(block) else block
-    values[...] = np.expm1(values * np.log(2.0))
+    if offset == 1.0:
+        values[...] = np.expm1(values * np.log(2.0))
+    else:
+        values[...] = np.maximum(np.exp2(values) - offset, 0.0)
 
 
 def _to_log2(linear: np.ndarray, ids: list[str], kind: str, data: _Input) -> pd.DataFrame:
@@ -512,7 +574,7 @@ def _to_log2(linear: np.ndarray, ids: list[str], kind: str, data: _Input) -> pd.
             "gene. Check that the right observations, layer and gene labels were used, or drop "
             "them."
         )
-    if kind != "log":
+    if SCALES[kind] != "log":
         per_gene = per_gene / linear.sum(axis=1, keepdims=True) * 1e6
     return pd.DataFrame(np.log2(per_gene + 1.0), index=ids, columns=data.genes)
 
@@ -569,7 +631,7 @@ def _sample_ids(data: _Input, sample_key: str | None) -> tuple[pd.Series, str]:
     if sample_key is None:
         sample_key = next((key for key in SAMPLE_COLUMNS if key in data.obs.columns), None)
     if sample_key is None:
-        return pd.Series([data.path.stem] * len(data.obs)), "file name"
+        return pd.Series([data.path.stem] * len(data.obs)), FILE_NAME
     if sample_key == OBS_NAMES:
         names = pd.Index(data.obs.index)
         repeated = list(names[names.duplicated()].unique())
@@ -631,6 +693,7 @@ class _Profiles:
     log2: pd.DataFrame
     meta: pd.DataFrame
     dropped: list[dict]
+    bulk: bool = True
 
 
 def _profile_keys(samples: pd.Series, groups: pd.Series | None, mask: np.ndarray) -> pd.DataFrame:
@@ -673,15 +736,43 @@ def _profiles(data: _Input, keys: pd.DataFrame, min_cells: int | None, kind: str
     return _Profiles(log2, meta.assign(n_cells=kept.to_numpy()), dropped)
 
 
-def _is_bulk(data: _Input, samples: pd.Series) -> bool:
-    """Tables, and h5ad files with one observation per sample, are bulk."""
-    return data.kind != "h5ad" or bool(samples.value_counts().max() == 1)
+def _is_bulk(data: _Input, keys: pd.DataFrame, side: str, sample_source: str) -> bool:
+    """Whether one side (tumour, normal) of a file is bulk, decided for that side alone.
+
+    Tables are bulk. An h5ad side is bulk when each of its profiles (sample, or sample/group)
+    has one observation there: nothing is pooled. A side whose profiles have more is single
+    cells, pooled per profile, unless no profile has more than `BULK_MAX_REPEATS`
+    observations: that is the layout of bulk samples sharing a patient id (a tumour and a
+    normal sample, duplicates), which would be merged, so it is refused. A file without sample
+    ids (`sample_source` "file name") is one sample of cells by definition.
+    """
+    if data.kind != "h5ad":
+        return True
+    sizes = keys["profile"].value_counts()
+    if sizes.max() == 1:
+        return True
+    if sizes.max() <= BULK_MAX_REPEATS and sample_source != FILE_NAME:
+        repeated = list(sizes.index[sizes > 1])
+        raise UserError(
+            f"On the {side} side of {data.path}, {len(repeated)} sample id(s) "
+            f"({_examples(repeated)}) have {sizes.max()} observations each and none has more: "
+            "these look like separate bulk samples of one patient (e.g. its tumour and normal), "
+            "and unicure-rt never pools bulk samples. Select the normal ones with --normal-where "
+            "(e.g. --normal-where condition=normal, each patient then gets its own normal), give "
+            "every observation its own id with --sample-key obs_names, or split them with "
+            "--group-key."
+        )
+    return False
 
 
-def _side_profiles(data, samples, groups, mask, min_cells, kind, side) -> _Profiles:
-    """Profiles of the observations in `mask`; `min_cells` applies to single-cell inputs only."""
-    cutoff = None if _is_bulk(data, samples) else min_cells
-    profiles = _profiles(data, _profile_keys(samples, groups, mask), cutoff, kind)
+def _side_profiles(data, samples, groups, mask, min_cells, kind, side, found) -> _Profiles:
+    """Profiles of the observations in `mask`; `min_cells` applies to single-cell sides only.
+
+    `found` says where the sample ids came from (`_sample_ids`)."""
+    keys = _profile_keys(samples, groups, mask)
+    bulk = _is_bulk(data, keys, side, found)
+    profiles = _profiles(data, keys, None if bulk else min_cells, kind)
+    profiles.bulk = bulk
     if profiles.log2.shape[0] == 0:
         largest = max(profiles.dropped, key=lambda item: item["n_cells"])
         raise UserError(
@@ -700,12 +791,15 @@ def _check_options(normal: Any, normal_where: str | None, min_cells: int) -> Non
         raise UserError(
             "A normal reference is required: the disease signature is tumour minus normal. Give "
             "a file of normal samples with --normal PATH (matched by sample id, else their mean), "
-            "or select normal observations of the same file with --normal-where COL=VALUE "
+            "select normal observations of the same file with --normal-where COL=VALUE "
             "(equal) or COL~TEXT (contains), e.g. --normal-where cell_type=normal or "
-            "--normal-where sample~-11A."
+            "--normal-where sample~-11A, or use a shipped normal tissue: --normal tissue:NAME "
+            "(e.g. tissue:breast) or --normal auto (the most similar tissue per profile)."
         )
     if normal is not None and normal_where is not None:
         raise UserError("Give either --normal or --normal-where, not both.")
+    if normals.is_reference_spec(normal) and str(normal).strip().lower() != normals.AUTO:
+        normals.resolve_tissue(str(normal))  # a misspelt tissue is refused before any reading
     _check_min_cells(min_cells)
 
 
@@ -730,8 +824,9 @@ def _read_normal_file(path: Any, layer, gene_key, sample_key, min_cells) -> tupl
         kind = _value_kind(data)
         samples, found = _sample_ids(data, sample_key if h5ad else None)
         everything = np.ones(len(data.obs), dtype=bool)
-        profiles = _side_profiles(data, samples, None, everything, min_cells, kind, "normal")
+        profiles = _side_profiles(data, samples, None, everything, min_cells, kind, "normal", found)
         qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind], "sample_key": found}
+        qc["bulk"] = profiles.bulk
     return profiles, {"normal_file": qc}
 
 
@@ -763,7 +858,7 @@ class LoadOptions:
     sample_key: str | None = None
     group_key: str | None = None
     min_cells: int = 10
-    normal: Path | None = None
+    normal: Path | str | None = None
     normal_where: str | None = None
 
     def kwargs(self) -> dict[str, Any]:
@@ -802,11 +897,14 @@ def load_patient(
         `sample/group`.
     min_cells
         Profiles (and normal samples) pooled from fewer observations are dropped and reported.
-        Does not apply to bulk inputs (tables, or h5ad files with one observation per sample).
+        Does not apply to bulk inputs: tables, or a side (tumour, normal) of an h5ad file with
+        one observation per profile; bulk observations are never pooled (see `_is_bulk`).
     normal
         A file of normal samples, read like `path` (same layer, gene key and sample key when it
         is an h5ad). A tumour profile uses the normal profile of the same sample id when there is
-        one, else the mean of all normal sample profiles.
+        one, else the mean of all normal sample profiles. `tissue:NAME` or `auto` instead
+        takes a shipped normal tissue (`unicure_rt.normals`: named, or the most similar per
+        profile, quantile-mapped onto each tumour profile); the tumour then keeps every gene.
     normal_where
         `COL=VALUE` (equal) or `COL~TEXT` (contains): the observations of `path` whose obs column
         COL matches are normal and leave the tumour side. COL may also be `sample`, the sample
@@ -832,21 +930,29 @@ def load_patient(
         is_normal = np.zeros(len(data.obs), dtype=bool)
         if normal_where is not None:
             is_normal = _normal_mask(data.obs, samples, normal_where, data.path)
-        tumour = _side_profiles(data, samples, groups, ~is_normal, min_cells, kind, "tumour")
+        tumour = _side_profiles(data, samples, groups, ~is_normal, min_cells, kind, "tumour", found)
         if normal_where is not None:
-            reference = _side_profiles(data, samples, None, is_normal, min_cells, kind, "normal")
-            normal_qc = {"normal_where": normal_where, "n_observations": int(is_normal.sum())}
+            reference = _side_profiles(
+                data, samples, None, is_normal, min_cells, kind, "normal", found
+            )
+            normal_qc = {
+                "normal_where": normal_where,
+                "n_observations": int(is_normal.sum()),
+                "bulk": reference.bulk,
+            }
         input_qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]}
         profiles_qc = {
             "sample_key": found,
             "group_key": group_key,
-            "bulk": _is_bulk(data, samples),
+            "bulk": tumour.bulk,
             "n_samples": int(samples[~is_normal].nunique()),
             "dropped_min_cells": tumour.dropped,
         }
+    if normals.is_reference_spec(normal):
+        return _assemble_shipped(tumour, str(normal).strip(), input_qc, profiles_qc)
     if normal is not None:
         reference, normal_qc = _read_normal_file(normal, layer, gene_key, sample_key, min_cells)
-        if normal_qc["normal_file"]["conversion"] != input_qc["conversion"]:
+        if SCALES[normal_qc["normal_file"]["value_kind"]] != SCALES[kind]:
             raise UserError(
                 f"The tumour file holds {kind} values and the normal file {normal} holds "
                 f"{normal_qc['normal_file']['value_kind']} values: they would not be on the same "
@@ -870,13 +976,15 @@ def load_profiles(
         samples, found = _sample_ids(data, sample_key)
         groups = _group_labels(data, group_key)
         everything = np.ones(len(data.obs), dtype=bool)
-        profiles = _side_profiles(data, samples, groups, everything, min_cells, kind, "input")
+        profiles = _side_profiles(
+            data, samples, groups, everything, min_cells, kind, "input", found
+        )
         qc = {
             "input": {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]},
             "profiles": {
                 "sample_key": found,
                 "group_key": group_key,
-                "bulk": _is_bulk(data, samples),
+                "bulk": profiles.bulk,
                 "n_samples": int(samples.nunique()),
                 "dropped_min_cells": profiles.dropped,
                 "n_profiles": len(profiles.log2),
@@ -885,6 +993,20 @@ def load_profiles(
     genes = sorted(profiles.log2.columns)
     obs = profiles.meta.assign(normal_source="").rename_axis(None)
     return PatientProfiles(genes, profiles.log2[genes], None, obs, {**qc, "n_genes": len(genes)})
+
+
+def _assemble_shipped(tumour: _Profiles, spec: str, input_qc, profiles_qc) -> PatientProfiles:
+    """Tumour profiles over all their genes with a shipped normal over the landmark genes."""
+    genes = sorted(tumour.log2.columns)
+    normal, sources, normal_qc = normals.shipped_normals(tumour.log2[genes], spec)
+    obs = tumour.meta.assign(normal_source=sources).rename_axis(None)
+    qc = {
+        "input": input_qc,
+        "profiles": {**profiles_qc, "n_profiles": len(obs)},
+        "normal": normal_qc,
+        "n_genes": len(genes),
+    }
+    return PatientProfiles(genes, tumour.log2[genes], normal, obs, qc)
 
 
 def _assemble(tumour, reference, input_qc, profiles_qc, normal_qc) -> PatientProfiles:
@@ -942,8 +1064,8 @@ def gene_coverage(profiles_genes, vocabulary_genes, output_genes) -> dict:
     -------
     JSON-serialisable: `profile_genes`; `vocabulary_genes_total`, `vocabulary_genes_present`
     (profile genes in the vocabulary), `vocabulary_fraction` (of the vocabulary genes);
-    `output_genes_total`, `output_genes_present`, `output_fraction`; and
-    `output_genes_missing_examples` (up to 10).
+    `output_genes_total`, `output_genes_present`, `output_fraction`;
+    `output_genes_missing_examples` (up to 10) and `output_genes_missing` (all of them).
     """
     profile, vocabulary, output = set(profiles_genes), set(vocabulary_genes), list(output_genes)
     in_vocabulary = len(profile & vocabulary)
@@ -957,11 +1079,13 @@ def gene_coverage(profiles_genes, vocabulary_genes, output_genes) -> dict:
         "output_genes_present": len(output) - len(missing),
         "output_fraction": (len(output) - len(missing)) / max(len(output), 1),
         "output_genes_missing_examples": missing[:10],
+        "output_genes_missing": missing,
     }
 
 
 def check_coverage(coverage: dict, *, min_fraction: float = MIN_OUTPUT_GENE_FRACTION) -> None:
-    """Refuse profiles that cover too few output genes or none of the vocabulary.
+    """Refuse profiles that cover too few output genes or too little of the vocabulary
+    (`MIN_VOCABULARY_FRACTION`).
 
     Reads a dict from `gene_coverage`; raises UserError naming the numbers.
     """
@@ -978,4 +1102,13 @@ def check_coverage(coverage: dict, *, min_fraction: float = MIN_OUTPUT_GENE_FRAC
         raise UserError(
             f"None of the {coverage['profile_genes']} genes of the input is in the model's gene "
             "vocabulary, so no cell sentence can be built. Check the gene labels."
+        )
+    if coverage["vocabulary_fraction"] < MIN_VOCABULARY_FRACTION:
+        raise UserError(
+            f"The input covers only {coverage['vocabulary_genes_present']} of the "
+            f"{coverage['vocabulary_genes_total']} genes of the model's vocabulary "
+            f"({coverage['vocabulary_fraction']:.1%}; at least {MIN_VOCABULARY_FRACTION:.0%} "
+            "needed): the cell sentence would be drawn from a small gene panel the model never "
+            "saw alone, so the embedding would not mean anything. Pass a whole-transcriptome "
+            "profile, or check that the gene labels resolve (see gene_ids in the QC)."
         )

@@ -388,7 +388,7 @@ def score_patient(
     aliased = [tokenizer.aliases[g] for g in patient.genes if g in tokenizer.aliases]
     coverage = gene_coverage(patient.genes + aliased, bundle.vocabulary_genes, bundle.genes)
     check_coverage(coverage)
-    measured = set(patient.genes)
+    measured = set(patient.genes) & set(patient.normal.columns)
     gene_index = np.array([i for i, g in enumerate(bundle.genes) if g in measured])
     present = [bundle.genes[i] for i in gene_index]
     signature = patient.tumour[present].to_numpy() - patient.normal[present].to_numpy()

@@ -12,16 +12,19 @@ from rich.table import Table
 
 from unicure_rt.bundle import load_bundle
 from unicure_rt.cli.common import console, report_errors
+from unicure_rt.normals import reference_summary
 
 
 def bundle_summary(path: Path | None) -> dict:
-    """The manifest of a verified bundle, with this machine's providers added."""
+    """The manifest of a verified bundle, with this machine's providers and the shipped normal
+    references (`--normal tissue:NAME` / `auto`: source, release, license) added."""
     bundle = load_bundle(path)
     return {
         "path": str(bundle.path),
         "manifest_sha256": bundle.sha256,
         "manifest": bundle.manifest,
         "available_providers": ort.get_available_providers(),
+        "normal_references": reference_summary(),
     }
 
 
@@ -62,3 +65,18 @@ def info(
         table.add_row(f"file {rel}", f"{size / 1e6:.1f} MB  sha256 {m['files'][rel][:12]}…")
     table.add_row("providers here", ", ".join(summary["available_providers"]))
     console.print(table)
+    console.print(normal_reference_table(summary["normal_references"]))
+
+
+def normal_reference_table(normals: dict) -> Table:
+    """The shipped normal references of `reference_summary`, one row per source."""
+    table = Table(title=f"Normal references ({normals['path']})", show_header=False)
+    for key, source in normals["sources"].items():
+        table.add_row(
+            f"{key} ({source['n_references']})",
+            f"{source['name']}; {source['release']}; {source['units']}",
+        )
+        table.add_row("", f"license: {source['license']}; {source['attribution']}")
+    table.add_row("use", "--normal tissue:NAME (HPA), tissue:gtex:NAME, or --normal auto")
+    table.add_row("license files", ", ".join(normals["license_files"]))
+    return table

@@ -13,8 +13,13 @@ BundleOpt = Annotated[
     typer.Option("--bundle", help="Bundle directory (default: the bundled demo model)."),
 ]
 NormalOpt = Annotated[
-    Path | None,
-    typer.Option("--normal", help="Normal reference file (matched by sample id, else its mean)."),
+    str | None,
+    typer.Option(
+        "--normal",
+        help="Normal reference: a file (matched by sample id, else its mean), a shipped normal "
+        "tissue tissue:NAME (e.g. tissue:breast; tissue:gtex:NAME for GTEx), or auto (the most "
+        "similar shipped tissue per profile).",
+    ),
 ]
 NormalWhereOpt = Annotated[
     str | None,

@@ -45,6 +45,7 @@ from unicure_rt.cli.options import (
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import LoadOptions, load_patient
+from unicure_rt.normals import normal_file
 from unicure_rt.outputs import refuse_existing
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import (
@@ -198,7 +199,7 @@ def score(
     input = input[0]
     if report and out is None:
         raise UserError("--report writes report.html into the output folder: give --out DIR too.")
-    protect = [input, normal, drugs, bundle or DEFAULT_BUNDLE]
+    protect = [input, normal_file(normal), drugs, bundle or DEFAULT_BUNDLE]
     if out is not None:
         refuse_existing(out, force, protect)
     parsed_doses = parse_doses(doses) or REFERENCE_DOSES_UM
@@ -228,7 +229,7 @@ def score(
             loaded, patient, library=library, options=options, progress=on_progress
         )
     if out is not None:
-        inputs = [input] + ([normal] if normal else [])
+        inputs = [input] + ([normal_file(normal)] if normal_file(normal) else [])
         write_score_outputs(
             result,
             out,
@@ -392,6 +393,7 @@ def top_drugs_json(result: ScoreResult, top: int) -> dict:
                 "null",
                 "providers",
                 "gene_coverage",
+                "input_qc",
             )
         },
     }

@@ -40,6 +40,7 @@ from unicure_rt.cli.options import (
 )
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.inputs import load_patient
+from unicure_rt.normals import normal_file
 from unicure_rt.outputs import refuse_existing
 from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions
@@ -148,7 +149,7 @@ def validate(
     """Check a bundle's rankings against measured drug sensitivity (GDSC2), measured L1000
     signatures and known drug classes, side by side with the classic connectivity method."""
     started = time.perf_counter()
-    protect = [data_dir, patients, normal, drugs, bundle or DEFAULT_BUNDLE]
+    protect = [data_dir, patients, normal_file(normal), drugs, bundle or DEFAULT_BUNDLE]
     if out is not None:
         refuse_existing(out, force, protect)
     data = DataFolder(data_dir)
@@ -190,7 +191,7 @@ def validate(
 
         result = run_validation(model, data, library, patient, options, on_progress)
     identity = run_identity(loaded, library, _score_like(options))
-    inputs = [p for p in (patients, normal) if p is not None]
+    inputs = [p for p in (patients, normal_file(normal)) if p is not None]
     record = {
         **{k: v for k, v in result.items() if k != "timings_s"},
         "bundle": {"manifest_sha256": loaded.sha256, "precision": loaded.manifest.get("precision")},

@@ -51,6 +51,7 @@ from unicure_rt.inputs import (
     gene_coverage,
     load_patient,
 )
+from unicure_rt.normals import normal_file
 from unicure_rt.outputs import PARTIAL, owner_lock
 from unicure_rt.runtime import create_session
 from unicure_rt.score import (
@@ -365,6 +366,15 @@ def _merged_providers(summaries: list[dict]) -> dict[str, Any]:
     return {g: next(iter(p)) if len(p) == 1 else sorted(p) for g, p in found.items()}
 
 
+def _normal_record(normal: Path | str | None) -> dict | None:
+    """run.json's `normal`: the file and its sha256, or the shipped reference named."""
+    if normal is None:
+        return None
+    if normal_file(normal) is None:
+        return {"shipped_reference": str(normal)}
+    return {"path": str(normal), "sha256": sha256_file(normal)}
+
+
 def cohort_run_record(
     *,
     bundle: Bundle,
@@ -373,7 +383,7 @@ def cohort_run_record(
     inputs: CohortInputs,
     metas: list[dict],
     summaries: list[dict],
-    normal: Path | None,
+    normal: Path | str | None,
     engine: dict,
     timings: dict[str, float],
 ) -> dict:
@@ -391,7 +401,7 @@ def cohort_run_record(
         "providers": _merged_providers(summaries),
         "provider_notes": notes,
         "inputs": metas,
-        "normal": None if normal is None else {"path": str(normal), "sha256": sha256_file(normal)},
+        "normal": _normal_record(normal),
         "skipped_files": [{"path": str(p)} for p in inputs.skipped],
         "profiles": profiles,
         "ranking": {

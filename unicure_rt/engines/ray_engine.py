@@ -52,6 +52,7 @@ from unicure_rt.engines.cohort import (
 )
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import LoadOptions
+from unicure_rt.normals import normal_file
 from unicure_rt.outputs import clean_stale_partials, refuse_existing, staged_output_dir
 from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions
@@ -245,13 +246,14 @@ def score_cohort(
     """
     started = time.perf_counter()
     out = Path(out).resolve()
-    protect = [*paths, load.normal, drugs, bundle or DEFAULT_BUNDLE]
+    protect = [*paths, normal_file(load.normal), drugs, bundle or DEFAULT_BUNDLE]
     refuse_existing(out, force, protect)
     ray = import_ray()
     loaded = load_bundle(bundle, pin)
     library = resolve_library(loaded, drugs)
-    load = replace(load, normal=None if load.normal is None else Path(load.normal).resolve())
-    inputs = find_inputs(paths, normal=load.normal)
+    if normal_file(load.normal) is not None:
+        load = replace(load, normal=normal_file(load.normal).resolve())
+    inputs = find_inputs(paths, normal=normal_file(load.normal))
     size = block_size(len(library))
     timings: dict[str, float] = {}
     with ray_cluster(address, quiet=quiet) as cluster, _ray_data_output(ray, quiet):
