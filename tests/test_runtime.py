@@ -29,8 +29,23 @@ def test_fp16_needs_tensorrt():
         create_session("unused.onnx", RuntimeOptions(device="cpu", fp16=True))
 
 
+def test_without_a_gpu_auto_says_so_in_one_line(flexpert_graph, monkeypatch):
+    monkeypatch.setattr(runtime, "has_nvidia_gpu", lambda: False)
+    options = RuntimeOptions(device="auto")
+    _session, provider = create_session(flexpert_graph, options)
+    create_session(flexpert_graph, options)
+    assert provider == "CPUExecutionProvider" and options.notes == [runtime.NO_GPU]
+    assert "TensorrtExecutionProvider" not in runtime.runnable_providers()
+    assert "CUDAExecutionProvider" not in runtime.runnable_providers()
+    from unicure_rt.cli.score import gpu_note
+
+    assert gpu_note(options.notes) == "CPU only: no NVIDIA GPU found"
+
+
 @pytest.mark.skipif(gpu_runs(), reason="this machine has a working GPU provider")
-def test_auto_falls_back_to_cpu_with_one_line_per_provider(flexpert_graph, capfd):
+def test_auto_falls_back_to_cpu_with_one_line_per_provider(flexpert_graph, capfd, monkeypatch):
+    """A machine with a GPU whose CUDA libraries are missing: one line per provider."""
+    monkeypatch.setattr(runtime, "has_nvidia_gpu", lambda: True)
     options = RuntimeOptions(device="auto")
     session, provider = create_session(flexpert_graph, options)
     assert provider == "CPUExecutionProvider" == session.get_providers()[0]

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_BUNDLE = Path(__file__).parent / "data" / "default_bundle"
+DEMO_TRAINER = "unicure_rt.train demo"  # provenance.trained_by of bundles trained by the demo
 
 
 def creation_time() -> str:

@@ -64,6 +64,23 @@ def gpu_name() -> str:
     return ""
 
 
+NO_GPU = "no NVIDIA GPU found"
+
+
+def has_nvidia_gpu() -> bool:
+    """Whether the NVIDIA driver shows a GPU on this machine (its /proc entry or device node)."""
+    return any(Path("/proc/driver/nvidia/gpus").glob("*")) or Path("/dev/nvidia0").exists()
+
+
+def runnable_providers() -> list[str]:
+    """ONNX Runtime's providers that can run here: the GPU ones only where there is a GPU
+    (a GPU build of onnxruntime lists them on every machine)."""
+    providers = ort.get_available_providers()
+    if has_nvidia_gpu():
+        return providers
+    return [p for p in providers if p not in (PROVIDER["tensorrt"], PROVIDER["cuda"])]
+
+
 def tensorrt_cache_dir(model_path: Path, options: RuntimeOptions) -> Path:
     """Engine/timing cache folder keyed by model hash, ORT version, GPU and precision."""
     digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]
@@ -159,6 +176,10 @@ def create_session(model_path: Path, options: RuntimeOptions) -> tuple[ort.Infer
     that could not run. An explicitly requested GPU device that cannot run is an error.
     """
     candidates = ["tensorrt", "cuda", "cpu"] if options.device == "auto" else [options.device]
+    if options.device == "auto" and not has_nvidia_gpu():
+        candidates = ["cpu"]  # say so once, not which CUDA library a GPU would need
+        if NO_GPU not in options.notes:
+            options.notes.append(NO_GPU)
     if options.fp16 and options.device in ("cuda", "cpu"):
         raise UserError(
             f"--fp16 applies to --device tensorrt (or auto) only; --device {options.device} runs "

@@ -522,6 +522,7 @@ def run_identity(
             "path": str(bundle.path),
             "manifest_sha256": bundle.sha256,
             "precision": bundle.manifest.get("precision"),
+            "trained_by": (bundle.manifest.get("provenance") or {}).get("trained_by"),
         },
         "library": {
             "path": str(library.path),

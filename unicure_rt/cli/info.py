@@ -13,6 +13,7 @@ from rich.table import Table
 from unicure_rt.bundle import load_bundle
 from unicure_rt.cli.common import console, report_errors
 from unicure_rt.normals import reference_summary
+from unicure_rt.runtime import runnable_providers
 
 
 def bundle_summary(path: Path | None) -> dict:
@@ -23,7 +24,8 @@ def bundle_summary(path: Path | None) -> dict:
         "path": str(bundle.path),
         "manifest_sha256": bundle.sha256,
         "manifest": bundle.manifest,
-        "available_providers": ort.get_available_providers(),
+        "available_providers": runnable_providers(),
+        "providers_in_onnxruntime_build": ort.get_available_providers(),
         "normal_references": reference_summary(),
     }
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle import DEFAULT_BUNDLE, DEMO_TRAINER, load_bundle
 from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.cli.common import console, parse_doses, report_errors
 from unicure_rt.cli.options import (
@@ -47,7 +47,7 @@ from unicure_rt.errors import UserError
 from unicure_rt.inputs import LoadOptions, load_patient
 from unicure_rt.normals import normal_file
 from unicure_rt.outputs import refuse_existing
-from unicure_rt.runtime import RuntimeOptions
+from unicure_rt.runtime import NO_GPU, RuntimeOptions
 from unicure_rt.score import (
     DEFAULT_PERMUTATIONS,
     ScoreOptions,
@@ -344,6 +344,13 @@ EFFECT_MEANING = {
 }
 
 
+def gpu_note(notes: list[str]) -> str:
+    """The header line on the providers: no GPU at all, or why each GPU provider did not run."""
+    if NO_GPU in notes:
+        return "CPU only: no NVIDIA GPU found"
+    return f"GPU not used ({'; '.join(notes)})"
+
+
 def _progress(disabled: bool) -> Progress:
     return Progress(
         TextColumn("{task.description:>10}"),
@@ -421,7 +428,12 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         )
     )
     if run["provider_notes"]:
-        console.print(f"[dim]GPU not used ({escape('; '.join(run['provider_notes']))})[/dim]")
+        console.print(f"[dim]{escape(gpu_note(run['provider_notes']))}[/dim]")
+    if run["bundle"].get("trained_by") == DEMO_TRAINER:
+        console.print(
+            "[yellow]Demonstration model, not the published UniCure weights: its rankings are "
+            "for trying the tool (see its MODEL_CARD.md and `unicure-rt validate`).[/yellow]"
+        )
     has_null = "p_value" in result.ranking
     for profile, rows in result.ranking.groupby("profile", sort=False):
         info = next(p for p in run["profiles"] if p["profile"] == profile)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from unicure_rt import drugs
-from unicure_rt.bundle import Bundle, sha256_file, write_manifest
+from unicure_rt.bundle import DEMO_TRAINER, Bundle, sha256_file, write_manifest
 from unicure_rt.export.bundle_writer import ExportOptions, export_bundle, tokenizer_spec
 from unicure_rt.export.config import GraphConfig, TensorSpec
 from unicure_rt.export.onnx_export import export_graph
@@ -761,7 +761,7 @@ def run_demo(
                 },
                 library=LIBRARY_FILE,
                 provenance={
-                    "trained_by": "unicure_rt.train demo",
+                    "trained_by": DEMO_TRAINER,
                     "command": command,
                     "seed": cfg.seed,
                     "data_sources": D.SOURCES,
