@@ -100,9 +100,11 @@ def test_run_json_records_the_clinical_file_options_and_figures(planted_run, coh
         "k": 2,
         "seed": 0,
         "top": 15,
+        "id_column": None,
         "time": None,
         "event": None,
         "adjust": ["age", "grade"],
+        "associate": None,
     }
     survival = pd.read_csv(out / "survival.csv")
     assert record["survival"]["logrank_p"] == pytest.approx(survival["logrank_p_value"].iloc[0])

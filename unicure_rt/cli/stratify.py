@@ -60,8 +60,8 @@ def stratify_command(
         str | None,
         typer.Option(
             "--id-column",
-            help="Clinical column with the ranking's sample ids (default: the Parquet index, "
-            "else sample, sample_id, profile, id or patient).",
+            help="Clinical column with the ranking's sample ids (default: sample, sample_id, "
+            "profile, id or patient; a named Parquet index counts as a column).",
         ),
     ] = None,
     time: Annotated[
@@ -140,7 +140,15 @@ def stratify_command(
         }
         files = [*TABLES, *figures]
         if outcome is not None:
-            record["options"].update({"time": time, "event": event, "adjust": list(options.adjust)})
+            record["options"].update(
+                {
+                    "id_column": id_column,
+                    "time": time,
+                    "event": event,
+                    "adjust": list(options.adjust),
+                    "associate": None if options.associate is None else list(options.associate),
+                }
+            )
             survival = write_outcome(outcome, staging)
             files += survival.pop("files")
             record.update(survival)
