@@ -319,7 +319,8 @@ def survival_analysis(
         ph = proportional_hazard_test(cph, design, time_transform="rank").summary
     for warning in caught:
         if "Convergence" in type(warning.message).__name__:
-            notes.append(f"Cox fit: {str(warning.message).splitlines()[0]}")
+            text = str(warning.message).splitlines()[0].split(" For example")[0]
+            notes.append(f"Cox fit: {text}")
     summary = cph.summary
     cox = pd.DataFrame(
         {
