@@ -186,6 +186,7 @@ BAD_TABLES = {
         "repeats ids",
     ),
     "no events": (lambda c: c.assign(event=0), [], "one event"),
+    "one stratum only": (lambda c: c[c["sample"].str.startswith("A")], [], "nothing to compare"),
 }
 
 
@@ -268,3 +269,16 @@ def test_scanb_score_then_stratify_clinical(tiny_bundle, shared_data, tmp_path):
     association = pd.read_csv(out / "clinical_association.csv")
     assert {"pam50_subtype", "er_status", "nhg"} <= set(association["variable"])
     assert any("events (<" in note for note in record["survival"]["warnings"])
+
+
+def test_a_cox_model_that_does_not_converge_is_a_user_error(cohort, tmp_path, monkeypatch):
+    from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError
+
+    def fail(*args, **kwargs):
+        raise ConvergenceError("Convergence halted due to matrix inversion problems.")
+
+    monkeypatch.setattr(CoxPHFitter, "fit", fail)
+    result = stratify(cohort, tmp_path / "out", str(cohort / "clinical.csv"), "--adjust", "age")
+    assert result.exit_code == 2 and "did not converge" in result.output
+    assert "--adjust" in result.output and not (tmp_path / "out").exists()
