@@ -53,7 +53,7 @@ def stratify_command(
         typer.Option(
             "--clinical",
             help="Clinical table (CSV/TSV/Parquet, one row per sample) for survival of the "
-            "strata: Kaplan-Meier, log-rank, Cox (needs the [survival] extra).",
+            "strata: Kaplan-Meier, log-rank, Cox (needs pip install 'unicure-rt\\[survival]').",
         ),
     ] = None,
     id_column: Annotated[
