@@ -85,6 +85,8 @@ def test_cli_writes_tables_and_plots(tmp_path):
         "k_selection.png",
         "pca_clusters.png",
         "differential_drugs.png",
+        "report.html",
+        "run.json",
     ):
         assert (out / name).stat().st_size > 0
     again = runner.invoke(app, ["stratify", str(tmp_path), "--out", str(out)])

@@ -37,8 +37,7 @@ class SurvivalResult:
     proportional_hazards: pd.DataFrame  # per Cox term: Schoenfeld-residual test statistic, p
     logrank_statistic: float
     logrank_p: float
-    n_matched: int
-    n_unmatched: int
+    n_analysed: int
     n_excluded_covariates: int
     adjust: list[str]
     warnings: list[str] = field(default_factory=list)
@@ -103,6 +102,16 @@ def read_clinical(path: Path, id_column: str | None = None) -> pd.DataFrame:
     return table.set_index(id_column)
 
 
+def check_columns(table: pd.DataFrame, names: list[str], option: str) -> None:
+    """Refuse any of `names` (given with `option`) that is not a column of the clinical table."""
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        raise UserError(
+            f"{option} names {', '.join(repr(m) for m in missing)}, not a column of the clinical "
+            f"table; its columns are: {', '.join(map(str, table.columns))}."
+        )
+
+
 def _pick(table: pd.DataFrame, given: str | None, candidates: tuple[str, ...], option: str) -> str:
     columns = ", ".join(map(str, table.columns))
     if given is not None:
@@ -121,6 +130,16 @@ def _pick(table: pd.DataFrame, given: str | None, candidates: tuple[str, ...], o
     return found
 
 
+def follow_up_columns(
+    table: pd.DataFrame, time: str | None = None, event: str | None = None
+) -> tuple[str, str]:
+    """The time and event columns: the ones named (checked), else the first usual names."""
+    return (
+        _pick(table, time, TIME_CANDIDATES, "--time"),
+        _pick(table, event, EVENT_CANDIDATES, "--event"),
+    )
+
+
 def join_clinical(
     clusters: pd.DataFrame,
     clinical: pd.DataFrame,
@@ -134,8 +153,7 @@ def join_clinical(
     Rows whose time or event is missing are dropped (counted); non-numeric or negative times and
     events other than 0/1 are refused. Returns the joined table and a summary of the join.
     """
-    time = _pick(clinical, time, TIME_CANDIDATES, "--time")
-    event = _pick(clinical, event, EVENT_CANDIDATES, "--event")
+    time, event = follow_up_columns(clinical, time, event)
     strata = clusters.set_index(clusters["profile"].astype(str))["cluster"]
     matched = strata.index.intersection(clinical.index)
     if len(matched) < min_matched:
@@ -203,13 +221,7 @@ def _holm(p: np.ndarray) -> np.ndarray:
 
 def _design(joined: pd.DataFrame, adjust: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Cox design: stratum dummies (reference = stratum 1) + the covariates, complete cases."""
-    for name in adjust:
-        if name not in joined.columns:
-            columns = ", ".join(c for c in joined.columns if c not in ("stratum", "time", "event"))
-            raise UserError(
-                f"--adjust names '{name}', which is not a clinical column; the columns are: "
-                f"{columns}."
-            )
+    check_columns(joined.drop(columns=["stratum", "time", "event"]), adjust, "--adjust")
     reference = int(joined["stratum"].min())
     dummies = pd.get_dummies(joined["stratum"], prefix="stratum", dtype=float)
     dummies = dummies.drop(columns=f"stratum_{reference}")
@@ -233,6 +245,7 @@ def survival_analysis(
     """KM medians, multivariate and pairwise log-rank, Cox PH of stratum (+ covariates), PH test."""
     require_lifelines()
     from lifelines import CoxPHFitter, KaplanMeierFitter
+    from lifelines.exceptions import ConvergenceError
     from lifelines.statistics import (
         multivariate_logrank_test,
         pairwise_logrank_test,
@@ -241,6 +254,12 @@ def survival_analysis(
     from lifelines.utils import median_survival_times
 
     adjust = list(adjust)
+    if joined["stratum"].nunique() < 2:
+        raise UserError(
+            f"All {len(joined)} samples with follow-up fall in stratum "
+            f"{int(joined['stratum'].iloc[0])}, so there is nothing to compare. Add the clinical "
+            "rows of the other strata, or choose another --k."
+        )
     notes: list[str] = [NOT_K_BY_SURVIVAL]
     rows = []
     for stratum, group in joined.groupby("stratum"):
@@ -288,11 +307,20 @@ def survival_analysis(
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cph = CoxPHFitter().fit(design, duration_col="time", event_col="event")
+        try:
+            cph = CoxPHFitter().fit(design, duration_col="time", event_col="event")
+        except ConvergenceError:
+            raise UserError(
+                f"The Cox model of stratum{' + ' + ', '.join(adjust) if adjust else ''} did not "
+                f"converge on {len(design)} samples with {int(design['event'].sum())} events "
+                "(a term that separates events perfectly, or too many terms for the events). "
+                "Adjust for fewer covariates (--adjust), or choose a smaller --k."
+            ) from None
         ph = proportional_hazard_test(cph, design, time_transform="rank").summary
     for warning in caught:
         if "Convergence" in type(warning.message).__name__:
-            notes.append(f"Cox fit: {str(warning.message).splitlines()[0]}")
+            text = str(warning.message).splitlines()[0].split(" For example")[0]
+            notes.append(f"Cox fit: {text}")
     summary = cph.summary
     cox = pd.DataFrame(
         {
@@ -338,8 +366,7 @@ def survival_analysis(
         proportional_hazards=proportional,
         logrank_statistic=float(overall.test_statistic),
         logrank_p=float(overall.p_value),
-        n_matched=int(len(joined)),
-        n_unmatched=0,
+        n_analysed=int(len(joined)),
         n_excluded_covariates=int(excluded),
         adjust=adjust,
         warnings=notes,
@@ -365,10 +392,9 @@ def clinical_association(joined: pd.DataFrame, variables: list[str]) -> pd.DataF
     """Per variable: stratum x level counts, Fisher (2x2) or chi-square test, BH-adjusted p."""
     from scipy.stats import chi2_contingency, false_discovery_control, fisher_exact
 
+    check_columns(joined.drop(columns=["stratum", "time", "event"]), variables, "--associate")
     rows = []
     for name in variables:
-        if name not in joined.columns:
-            raise UserError(f"--associate names '{name}', which is not a clinical column.")
         data = joined[["stratum", name]].dropna()
         table = pd.crosstab(data["stratum"], data[name].astype(str))
         if table.shape[0] < 2 or table.shape[1] < 2:
@@ -396,11 +422,18 @@ def clinical_association(joined: pd.DataFrame, variables: list[str]) -> pd.DataF
 
 
 def plot_kaplan_meier(joined: pd.DataFrame, path: Path, time_label: str = "time") -> Path:
-    """KM curve per stratum with 95% confidence bands and numbers at risk beneath (PNG)."""
+    """KM curve per stratum with 95% confidence bands and numbers at risk beneath (PNG);
+    mathtext is off, so a '$' in the time column's name prints as itself."""
     require_lifelines()
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False}):
+        _draw_kaplan_meier(joined, path, time_label)
+    return path
+
+
+def _draw_kaplan_meier(joined: pd.DataFrame, path: Path, time_label: str) -> None:
     import matplotlib.pyplot as plt
     from lifelines import KaplanMeierFitter
     from lifelines.plotting import add_at_risk_counts
@@ -418,4 +451,3 @@ def plot_kaplan_meier(joined: pd.DataFrame, path: Path, time_label: str = "time"
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return path
