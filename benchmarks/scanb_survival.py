@@ -133,13 +133,15 @@ def write_doc(
         "## Inputs",
         "",
         f"- Tumours: `{COHORT.name}` (400 SCAN-B primary breast tumours, log2(FPKM + 0.1)). "
-        "`score` refuses these values (the 0.1 pseudo-count makes some negative, which reads as "
-        "scaled data), so the script writes FPKM = 2^x - 0.1 (clipped at 0) to a file in the "
-        "work folder; `score` reads it as linear values, log2(CPM + 1).",
+        "The script writes FPKM = 2^x - 0.1 (clipped at 0) to a file in the work folder, which "
+        "`score` reads as linear values, log2(CPM + 1); it was written while `score` still "
+        "refused a log2 input with a small pseudo-count, which it now accepts.",
         f"- Normal reference: the GTEx `Breast` median TPM profile on the same {n_genes} genes "
-        "(XBP1 is missing in that GTEx table and is left out of both sides). The package ships "
-        "no normal reference yet; GTEx and SCAN-B are different pipelines, so the signature "
-        "tumour - normal also holds a platform difference common to all 400 tumours.",
+        "(XBP1 is missing in that GTEx table and is left out of both sides), given as a file: "
+        "this run predates the shipped references (`--normal tissue:breast`, which also maps "
+        "the reference onto each tumour's distribution). GTEx and SCAN-B are different "
+        "pipelines, so the signature tumour - normal also holds a platform difference common "
+        "to all 400 tumours.",
         f"- Clinical: `{CLINICAL.name}`, sha256 `{clinical['sha256'][:16]}...`.",
         "",
         "## Commands",
