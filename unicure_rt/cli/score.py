@@ -15,6 +15,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.cli.combinations import (
+    CombinationDosesOpt,
+    CombinationsOpt,
+    CombinationTopOpt,
+    CombineWithOpt,
+    pair_options,
+    print_pairs,
+)
 from unicure_rt.cli.common import console, parse_doses, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
@@ -37,6 +45,7 @@ from unicure_rt.cli.options import (
     SeedOpt,
     ThreadsOpt,
 )
+from unicure_rt.combinations import top_pairs_json
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import LoadOptions, load_patient
@@ -131,6 +140,10 @@ def score(
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = 0,
+    combinations: CombinationsOpt = False,
+    combination_top: CombinationTopOpt = None,
+    combine_with: CombineWithOpt = None,
+    combination_doses: CombinationDosesOpt = None,
 ) -> None:
     """Rank the drugs of a library by how strongly each is predicted to reverse the tumour
     signature (tumour - normal) of every sample in INPUT."""
@@ -169,6 +182,8 @@ def score(
             as_json=as_json,
             address=address,
             workers=workers,
+            combinations=combinations
+            or any(v is not None for v in (combination_top, combine_with, combination_doses)),
         )
         return
     if address is not None or workers:
@@ -203,6 +218,7 @@ def score(
         runtime=RuntimeOptions(device=device, fp16=fp16, threads=threads),
     )
     library = resolve_library(loaded, drugs)
+    pairs = pair_options(combinations, combination_top, combine_with, combination_doses, library)
     patient = load_patient(input, **load.kwargs())
     with _progress(quiet or as_json) as progress:
         tasks: dict[str, int] = {}
@@ -213,7 +229,7 @@ def score(
             progress.update(tasks[stage], completed=done)
 
         result = score_patient(
-            loaded, patient, library=library, options=options, progress=on_progress
+            loaded, patient, library=library, options=options, progress=on_progress, pairs=pairs
         )
     if out is not None:
         inputs = [input] + ([normal] if normal else [])
@@ -227,9 +243,13 @@ def score(
             protect=protect,
         )
     if as_json:
-        print(json.dumps(top_drugs_json(result, top), indent=1))
+        payload = top_drugs_json(result, top)
+        if result.combinations is not None:
+            payload["combinations"] = top_pairs_json(result.combinations, top)
+        print(json.dumps(payload, indent=1))
     elif not quiet:
         print_ranking(result, top, out)
+        print_pairs(result, top, out)
 
 
 def _score_on_ray(
@@ -255,9 +275,15 @@ def _score_on_ray(
     as_json: bool,
     address: str | None,
     workers: int,
+    combinations: bool,
 ) -> None:
     """`score --engine ray`: the cohort engine (`unicure_rt.engines.ray_engine`)."""
-    flags = {"--predictions": predictions, "--report": report, "--json": as_json}
+    flags = {
+        "--predictions": predictions,
+        "--report": report,
+        "--json": as_json,
+        "--combinations": combinations,
+    }
     unsupported = [flag for flag, used in flags.items() if used]
     if unsupported:
         raise UserError(
