@@ -298,3 +298,84 @@ def test_bad_combination_options_exit_2(tiny_bundle, tmp_path, args, message):
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- predict A+B
+
+
+def test_predict_pair_is_the_mean_of_both_orders_with_the_published_input(tiny_bundle, tmp_path):
+    from reference_multidrug import multidrug_input
+
+    from unicure_rt.bundle import load_bundle
+    from unicure_rt.embed import embed_profiles, mean_embedding
+    from unicure_rt.inputs import load_profiles
+    from unicure_rt.runtime import RuntimeOptions, create_session
+    from unicure_rt.score import resolve_library
+    from unicure_rt.tokenizer import Tokenizer
+
+    out = tmp_path / "pairs.parquet"
+    args = ("--drug", "drug03+drug07", "--drug", "drug01", "--doses", "1,10", "--draws", "1")
+    result = invoke("predict", EXAMPLE, "--bundle", tiny_bundle, *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert EXTRAPOLATION_NOTE in " ".join(result.output.split())
+    predictions = pd.read_parquet(out)
+    assert PARQUET_MARKER_KEY in pq.read_schema(out).metadata
+    assert set(predictions["drug_id"]) == {"drug03+drug07", "drug01"}
+    assert len(predictions) == 10 * 2 * 2
+
+    bundle = load_bundle(tiny_bundle)
+    library = resolve_library(bundle, None)
+    profiles = load_profiles(EXAMPLE)
+    backbone, _ = create_session(bundle.graph_path("backbone"), RuntimeOptions(device="cpu"))
+    flexpert, _ = create_session(bundle.graph_path("flexpert"), RuntimeOptions(device="cpu"))
+    tokenizer = Tokenizer.from_spec(bundle.tokenizer)
+    draws = embed_profiles(backbone, tokenizer, profiles.tumour, seed=0, draws=1)
+    cells, _ = mean_embedding(draws)
+    embeddings = {n: library.embeddings[library.index_of(n)] for n in ("drug03", "drug07")}
+    for dose in (1.0, 10.0):
+        orders = [
+            np.stack([multidrug_input(embeddings, a, dose, b, dose) for _ in cells])
+            for a, b in (("drug03", "drug07"), ("drug07", "drug03"))
+        ]
+        assert orders[0].shape[1] == 1056
+        expected = np.mean(
+            [
+                flexpert.run(
+                    ["expression"], {"cell_embedding": cells, "drug": o.astype(np.float32)}
+                )[0].astype(np.float64)
+                for o in orders
+            ],
+            axis=0,
+        )
+        rows = predictions[
+            (predictions["drug_id"] == "drug03+drug07") & (predictions["dose_uM"] == dose)
+        ]
+        assert list(rows["profile"]) == [str(p) for p in profiles.tumour.index]
+        np.testing.assert_allclose(rows[bundle.genes].to_numpy(), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--drug", "drug01+nothing"), "not in library"),
+        (("--drug", "drug01+drug02+drug03"), "pairs only"),
+        (("--drug", "drug01+"), "pairs only"),
+    ],
+)
+def test_predict_bad_pairs_exit_2(tiny_bundle, tmp_path, args, message):
+    out = tmp_path / "p.parquet"
+    result = invoke("predict", EXAMPLE, "--bundle", tiny_bundle, *args, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not out.exists()
+
+
+def test_smiles_pairs_split_outside_brackets():
+    from unicure_rt.cli.predict import smiles_arms
+
+    assert smiles_arms("C[N+](C)(C)C") == ["C[N+](C)(C)C"]
+    assert smiles_arms("CCO+C[N+](C)(C)C") == ["CCO", "C[N+](C)(C)C"]
+    assert smiles_arms("[Na+].[Cl-]+c1ccccc1") == ["[Na+].[Cl-]", "c1ccccc1"]
+    for bad in ("CCO+CC+CO", "CCO+", "+CCO"):
+        with pytest.raises(UserError, match="pairs only"):
+            smiles_arms(bad)
