@@ -104,9 +104,10 @@ def pair_options(
 
 def print_pairs(result: ScoreResult, top: int, out: Path | None) -> None:
     """The `top` best pairs of every profile, the extrapolation note and the files written."""
-    table, record = result.combinations, result.run["combinations"]
+    table = result.combinations
     if table is None:
         return
+    record = result.run["combinations"]
     has_null = "p_value" in table
     doses = ", ".join(f"{d:g}" for d in record["doses_uM"])
     console.print(
