@@ -191,6 +191,8 @@ def test_pair_scores_do_not_depend_on_the_batch(library):
     small = pairs_of(StubFlexPert(), library, RANKS, options, PairOptions(top=5, batch=2))
     large = pairs_of(StubFlexPert(), library, RANKS, options, PairOptions(top=5, batch=4096))
     pd.testing.assert_frame_equal(small, large, check_exact=False, rtol=1e-12)
+    again = pairs_of(StubFlexPert(), library, RANKS, options, PairOptions(top=5, batch=4096))
+    pd.testing.assert_frame_equal(large, again, check_exact=True)  # same inputs, same output
 
 
 @pytest.mark.parametrize(
