@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fake_bundles import write_fake_bundle
+from reference_multidrug import CTRL, multidrug_input
 
 from unicure_rt import drugs
 from unicure_rt.bundle import load_bundle
@@ -133,22 +134,54 @@ def test_drug_vector_layout():
     np.testing.assert_allclose(short[:, 500:], np.log10(4.33), rtol=1e-6)
 
 
-def test_combination_and_control_vectors():
+def test_combination_vectors_follow_the_published_multidrug_loader():
+    """Every arm kind, built by `combination_vectors` and by the published loader's rule."""
+    rng = np.random.default_rng(1)
+    embeddings = {"A": rng.normal(size=512), "B": rng.normal(size=512)}
+    cases = [
+        ("A", 0.37, "B", 10.0),  # drug + drug
+        ("B", 10.0, "A", 0.37),  # the other order
+        ("A", 0.37, CTRL, 0.0),  # drug + control
+        (CTRL, 0.0, "B", 3.33),  # control + drug
+        (CTRL, 0.0, CTRL, 0.0),  # control + control
+        ("A", 0.12, "A", 10.0),  # the same drug at two doses
+    ]
+
+    def arm(name: str, dose: float) -> np.ndarray | None:
+        if name == CTRL:
+            return None
+        return drugs.drug_vectors(embeddings[name][None, :], dose)
+
+    for name_1, dose_1, name_2, dose_2 in cases:
+        expected = multidrug_input(embeddings, name_1, dose_1, name_2, dose_2)
+        built = drugs.combination_vectors(arm(name_1, dose_1), arm(name_2, dose_2), n=1)
+        assert built.dtype == np.float32 and built.shape == (1, len(expected))
+        np.testing.assert_array_equal(built[0], expected.astype(np.float32))
+        # a control arm may also be given as zero vectors
+        zeros = drugs.control_vectors(1)
+        as_zeros = drugs.combination_vectors(
+            zeros if name_1 == CTRL else arm(name_1, dose_1),
+            zeros if name_2 == CTRL else arm(name_2, dose_2),
+        )
+        np.testing.assert_array_equal(as_zeros, built)
+    assert len(multidrug_input(embeddings, "A", 1.0, "B", 1.0)) == 1056
+    assert len(multidrug_input(embeddings, "A", 1.0, CTRL, 0.0)) == 528
+
+
+def test_combination_vectors_refuse_mixed_or_mismatched_arms():
     rng = np.random.default_rng(1)
     a = drugs.drug_vectors(rng.normal(size=(4, 512)), 0.37)
     b = drugs.drug_vectors(rng.normal(size=(4, 512)), 10.0)
-    combo = drugs.combination_vectors(a, b)
-    assert combo.shape == (4, 1056) and combo.dtype == np.float32
-    np.testing.assert_array_equal(combo[:, :528], a)
-    np.testing.assert_array_equal(combo[:, 528:], b)
-
-    control = drugs.control_vectors(4)
-    assert control.shape == (4, 528) and not control.any()
-    single = drugs.combination_vectors(a)
-    np.testing.assert_array_equal(single[:, :528], a)
-    assert not single[:, 528:].any()
+    assert drugs.combination_vectors(a, b).shape == (4, 1056)
+    assert not drugs.control_vectors(4).any() and drugs.control_vectors(4).shape == (4, 528)
     with pytest.raises(UserError, match="same shape"):
         drugs.combination_vectors(a, b[:2])
+    mixed = b.copy()
+    mixed[1] = 0.0
+    with pytest.raises(UserError, match="mixes control rows"):
+        drugs.combination_vectors(a, mixed)
+    with pytest.raises(UserError, match="pass n"):
+        drugs.combination_vectors(None, None)
 
 
 @pytest.mark.parametrize("dose", [-0.1, float("nan"), float("inf"), "ten"])

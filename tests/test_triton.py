@@ -106,6 +106,23 @@ def test_configs_parse_and_match_the_graphs(repository, model):
             assert list(tensor.dims) == expected, (model, tensor.name, arg.shape)
 
 
+def test_flexpert_config_accepts_pair_vectors(repository):
+    """A drug pair is fed as 1,056 values ([A | B], the published combination input), a drug
+    alone as 528: the config leaves the drug width dynamic and the served graph runs both."""
+    config = parse_config(repository / "flexpert" / "config.pbtxt")
+    (drug,) = [t for t in config.input if t.name == "drug"]
+    assert list(drug.dims) == [-1]
+    graph = session(repository, "flexpert")
+    rng = np.random.default_rng(0)
+    cells = rng.normal(size=(3, 1280)).astype(np.float32)
+    pair = rng.normal(size=(3, 1056)).astype(np.float32)
+    feeds = {"cell_embedding": cells, "drug": pair}
+    (expression,) = graph.run(["expression"], feeds)
+    assert expression.shape == (3, 978) and np.isfinite(expression).all()
+    (alone,) = graph.run(["expression"], {"cell_embedding": cells, "drug": pair[:, :528]})
+    assert not np.allclose(alone, expression)  # the second arm is read, not ignored
+
+
 def test_unbatched_and_tensorrt_variants(tiny_bundle, tmp_path):
     out = tmp_path / "plain"
     result = invoke(

@@ -154,21 +154,48 @@ def control_vectors(n: int, length: int = DRUG_VECTOR_LENGTH) -> np.ndarray:
     return np.zeros((n, length), dtype=np.float32)
 
 
-def combination_vectors(a_vecs: np.ndarray, b_vecs: np.ndarray | None = None) -> np.ndarray:
-    """Combination vectors: ``[a | b]`` per row (``float32[n, 2 * length]``).
+def combination_vectors(
+    a_vecs: np.ndarray | None, b_vecs: np.ndarray | None = None, n: int | None = None
+) -> np.ndarray:
+    """FlexPert's drug input for two arms, as the published `MultiDrugDataset` builds it.
 
-    ``b_vecs=None`` pairs each drug with a control arm (a zero vector).
+    Each arm is ``float32[n, length]`` drug vectors (`drug_vectors`) or a control arm: ``None``
+    or all-zero rows (`control_vectors`). Two drugs give ``[a | b]`` (``float32[n, 2 * length]``,
+    in this order: the model is not symmetric in the arms); a drug with a control arm, in either
+    position, gives that drug's own vector alone (``float32[n, length]``, not the drug plus a
+    zero arm); two control arms give one zero vector (``float32[n, length]``, ``n`` rows, which
+    must be given when both arms are ``None``). The width must be the same for every row of one
+    call, so an arm that mixes control rows and drug rows is refused.
     """
-    a = np.asarray(a_vecs, dtype=np.float32)
-    b = control_vectors(*a.shape) if b_vecs is None and a.ndim == 2 else b_vecs
-    b = np.asarray(b, dtype=np.float32)
-    if a.ndim != 2 or a.shape != b.shape:
+    arms = [None if v is None else np.asarray(v, dtype=np.float32) for v in (a_vecs, b_vecs)]
+    given = [v for v in arms if v is not None]
+    if any(v.ndim != 2 for v in given) or (len(given) == 2 and given[0].shape != given[1].shape):
         raise UserError(
-            f"Both arms of a combination need drug vectors of the same shape [n, length]; got "
-            f"{a.shape} and {b.shape}. Build each arm with `drug_vectors` (or `control_vectors`) "
-            "for the same number of rows."
+            "Both arms of a combination need drug vectors of the same shape [n, length]; got "
+            f"{' and '.join(str(v.shape) for v in given)}. Build each arm with `drug_vectors` (or "
+            "`control_vectors`) for the same number of rows."
         )
-    return np.concatenate([a, b], axis=1)
+    drugs = []
+    for v in given:
+        control = ~v.any(axis=1)
+        if control.any() and not control.all():
+            raise UserError(
+                "A combination arm mixes control rows (all zeros) with drug rows "
+                f"({int(control.sum())} of {len(v)} are control). A drug with a control arm is "
+                "fed as a shorter vector than two drugs: build the drug+drug and drug+control "
+                "rows in separate calls."
+            )
+        if not control.all():
+            drugs.append(v)
+    if len(drugs) == 2:
+        return np.concatenate(drugs, axis=1)
+    if drugs:
+        return drugs[0].copy()
+    if given:
+        return control_vectors(*given[0].shape)
+    if n is None:
+        raise UserError("Two control arms need the number of rows: pass n.")
+    return control_vectors(n)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from unicure_rt.bundle import Bundle
-from unicure_rt.drugs import DRUG_VECTOR_LENGTH, drug_vectors
+from unicure_rt.drugs import DRUG_VECTOR_LENGTH, combination_vectors, drug_vectors
 from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.inputs import PatientProfiles
 from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.tokenizer import Tokenizer
 
 NO_DRUG = "(no drug)"
+
+
+@dataclass(frozen=True)
+class DrugPair:
+    """Two drugs given together: `label` (e.g. 'A+B') and each arm's embedding (`float32[dim]`)."""
+
+    label: str
+    a: np.ndarray
+    b: np.ndarray
+
+
+def pair_expression(flexpert, cell: np.ndarray, pair: DrugPair, dose: float) -> np.ndarray:
+    """`float32[1, n_genes]`: the pair with both arms at `dose`, predicted in both orders (the
+    published `MultiDrugDataset` input, [A | B] and [B | A]) and averaged, as
+    `score --combinations` scores a pair."""
+    a, b = drug_vectors(pair.a[None, :], dose), drug_vectors(pair.b[None, :], dose)
+    feeds = [
+        {"cell_embedding": cell[None, :], "drug": combination_vectors(*arms)}
+        for arms in ((a, b), (b, a))
+    ]
+    first, second = (flexpert.run(["expression"], f)[0].astype(np.float64) for f in feeds)
+    return ((first + second) / 2.0).astype(np.float32)
 
 
 def predict_expression(
@@ -28,12 +51,14 @@ def predict_expression(
     draws: int,
     runtime: RuntimeOptions,
     no_drug: bool = False,
+    pairs: Sequence[DrugPair] = (),
 ) -> pd.DataFrame:
     """One row per profile x drug x dose: `profile`, `drug_id`, `dose_uM`, then one column per
     output gene with the predicted treated expression (log2 scale of the training data).
 
     With `no_drug`, each profile also gets a row `drug_id = NO_DRUG` (dose NaN): the prediction
-    for the control vector (528 zeros), the baseline of the contrast effect.
+    for the control vector (528 zeros), the baseline of the contrast effect. Each of `pairs`
+    gets rows `drug_id = pair.label`, both arms at each dose (`pair_expression`).
     Reads `profiles.tumour`; the normal reference is not used.
     """
     backbone, _ = create_session(bundle.graph_path("backbone"), runtime)
@@ -54,14 +79,19 @@ def predict_expression(
             frame.insert(2, "dose_uM", np.nan)
             frames.append(frame)
         for dose in doses:
-            drugs = drug_vectors(drug_embeddings, dose)
-            batch = np.repeat(cell[None, :], len(drugs), axis=0)
-            expression = flexpert.run(["expression"], {"cell_embedding": batch, "drug": drugs})[0]
-            frame = pd.DataFrame(expression, columns=bundle.genes)
-            frame.insert(0, "profile", str(profile))
-            frame.insert(1, "drug_id", list(drug_ids))
-            frame.insert(2, "dose_uM", float(dose))
-            frames.append(frame)
+            parts: list[tuple[list[str], np.ndarray]] = []
+            if len(drug_ids):
+                drugs = drug_vectors(drug_embeddings, dose)
+                batch = np.repeat(cell[None, :], len(drugs), axis=0)
+                feeds = {"cell_embedding": batch, "drug": drugs}
+                parts.append((list(drug_ids), flexpert.run(["expression"], feeds)[0]))
+            parts += [([p.label], pair_expression(flexpert, cell, p, dose)) for p in pairs]
+            for ids, expression in parts:
+                frame = pd.DataFrame(expression, columns=bundle.genes)
+                frame.insert(0, "profile", str(profile))
+                frame.insert(1, "drug_id", ids)
+                frame.insert(2, "dose_uM", float(dose))
+                frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 

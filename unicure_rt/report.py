@@ -178,6 +178,8 @@ def write_report(result: ScoreResult, out: Path, *, top: int = 10) -> Path:
         shown = ranked_top(rows, top)[[c for c in COLUMNS if c in rows]].rename(columns=COLUMNS)
         shown["best dose (µM)"] = [f"{d:g}" for d in shown["best dose (µM)"]]
         sections.append(_table(shown, left=("drug", "id")))
+    if result.combinations is not None:
+        sections += _pairs_section(result.combinations, run["combinations"], top)
     sections.append("<h2>Figures</h2>")
     sections += [_img(path, name) for name, path in figures.items()]
     sections += ["<h2>Input QC</h2>", *_qc_tables(run)]
@@ -197,6 +199,54 @@ def write_report(result: ScoreResult, out: Path, *, top: int = 10) -> Path:
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+PAIR_COLUMNS = {
+    "rank": "rank",
+    "drug_a_name": "drug A",
+    "drug_b_name": "drug B",
+    "score": "score",
+    "fdr": "FDR",
+    "additive_score": "additive",
+    "synergy": "synergy",
+    "best_single_score": "best single",
+    "order_difference": "order difference",
+    "best_dose_a_uM": "dose A (µM)",
+    "best_dose_b_uM": "dose B (µM)",
+}
+
+
+def _pairs_section(table: pd.DataFrame, record: dict, top: int) -> list[str]:
+    """The top-pairs tables (`score --combinations`), headed by what the columns mean and the
+    warning that pair predictions are extrapolations."""
+    doses = ", ".join(f"{d:g}" for d in record["doses_uM"])
+    sections = [
+        "<h2>Top drug pairs per sample</h2>",
+        f"<p class='warn'>{html.escape(record['note'])}</p>",
+        "<p class='note'>"
+        + html.escape(
+            f"Each sample's {record['top']} best distinct single drugs"
+            + (f" and {', '.join(record['partners'])}" if record["partners"] else "")
+            + f" paired with each other; each arm at {doses} µM, every dose of one arm with "
+            "every dose of the other, both orders predicted and averaged; scored like a single "
+            "drug. additive = the sum of the two drugs' predicted effects, scored the same way; "
+            "synergy = score - additive (negative = more reversal than the sum); best single = "
+            "the better arm alone on the same doses; order difference = score of A then B "
+            "minus B then A (large values: the model disagrees with itself)."
+        )
+        + "</p>",
+    ]
+    for profile, rows in table.groupby("profile", sort=False):
+        best = rows[rows["rank"].le(top).fillna(False)]
+        shown = best[[c for c in PAIR_COLUMNS if c in best]].rename(columns=PAIR_COLUMNS)
+        for arm in ("a", "b"):
+            names = best[f"drug_{arm}_name"].where(best[f"drug_{arm}_name"].notna(), None)
+            shown[f"drug {arm.upper()}"] = [
+                name or drug_id for name, drug_id in zip(names, best[f"drug_{arm}_id"], strict=True)
+            ]
+        sections.append(f"<h3>{html.escape(profile)}</h3>")
+        sections.append(_table(shown, left=("drug A", "drug B")))
+    return sections
 
 
 def scoring_note(run: dict) -> str:

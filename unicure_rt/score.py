@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from unicure_rt.scoring import (
     unit_centred,
 )
 from unicure_rt.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from unicure_rt.combinations import PairOptions
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -92,6 +96,7 @@ class ScoreResult:
     ranking: pd.DataFrame
     predictions: pd.DataFrame | None
     run: dict
+    combinations: pd.DataFrame | None = None  # the pair table (`unicure_rt.combinations`)
 
 
 def dose_label(dose: float) -> str:
@@ -376,11 +381,13 @@ def score_patient(
     library: DrugLibrary,
     options: ScoreOptions,
     progress: Progress = lambda stage, done, total: None,
+    pairs: PairOptions | None = None,
 ) -> ScoreResult:
     """Rank every drug of `library` for every tumour profile of `patient`.
 
     Reads `patient.tumour`, `patient.normal` and `patient.obs`; returns one ranking row per
-    profile x drug, the predicted expression of the top drugs when asked, and the run record.
+    profile x drug, the predicted expression of the top drugs when asked, the run record and,
+    with `pairs`, the pair table of `unicure_rt.combinations`.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -432,7 +439,7 @@ def score_patient(
     runner = FlexPertRunner(flexpert, library, options)
     tumour = patient.tumour[present].to_numpy(np.float64)
     normal = patient.normal[present].to_numpy(np.float64)
-    tables, predictions = [], []
+    tables, predictions, pair_tables = [], [], []
     progress("scoring", 0, n_profiles)
     for i, profile in enumerate(patient.tumour.index):
         table, predicted = _profile_ranking(
@@ -446,6 +453,16 @@ def score_patient(
         if "antineoplastic" in library.metadata:
             table.insert(5, "antineoplastic", library.metadata["antineoplastic"].to_numpy())
         tables.append(table.sort_values("rank", kind="stable"))
+        if pairs is not None:
+            t1 = time.perf_counter()
+            pair_tables.append(
+                _pairs_of(
+                    runner, embeddings[i], gene_index, tumour[i], normal[i], table, options, pairs
+                )
+            )
+            timings["combinations_s"] = (
+                timings.get("combinations_s", 0.0) + time.perf_counter() - t1
+            )
         if options.prediction_top:
             predictions.append(
                 _top_predictions(profile, table, predicted, bundle.genes, library, options)
@@ -475,9 +492,26 @@ def score_patient(
         "input_qc": patient.qc,
         "timings_s": timings,
     }
+    combinations = None
+    if pairs is not None:
+        from unicure_rt.combinations import pairs_record
+
+        combinations = pd.concat(pair_tables, ignore_index=True)
+        run["combinations"] = pairs_record(pairs, library.ids, [len(t) for t in pair_tables])
     return ScoreResult(
-        ranking, pd.concat(predictions, ignore_index=True) if predictions else None, run
+        ranking,
+        pd.concat(predictions, ignore_index=True) if predictions else None,
+        run,
+        combinations,
     )
+
+
+def _pairs_of(runner, cell, genes, tumour, normal, table, options, pairs) -> pd.DataFrame:
+    """The pair table of one profile (`combinations.profile_pairs`; imported here because
+    that module builds on this one)."""
+    from unicure_rt.combinations import profile_pairs
+
+    return profile_pairs(runner, cell, genes, tumour, normal, table, options, pairs)
 
 
 def _top_predictions(profile, table, predicted, genes, library, options) -> pd.DataFrame:
@@ -576,10 +610,11 @@ def write_score_outputs(
     protect: Sequence[Path | None] = (),
     record_paths: bool = False,
 ) -> Path:
-    """Write ranking.csv/.parquet, predictions.parquet (if any), run.json and, with
-    `report_top`, report.html and its figures; all appear at once or not at all. `out` may not
-    be, hold or lie inside an input file, nor any path of `protect` (bundle, library). The
-    records name files without their folders unless `record_paths` (see `provenance`)."""
+    """Write ranking.csv/.parquet, predictions.parquet and combinations.csv/.parquet (if
+    any), run.json and, with `report_top`, report.html and its figures; all appear at once or
+    not at all. `out` may not be, hold or lie inside an input file, nor any path of `protect`
+    (bundle, library). The records name files without their folders unless `record_paths`
+    (see `provenance`)."""
     inputs = [*input_files, *protect]
     with staged_output_dir(out, force=force, inputs=inputs, kind="score") as staging:
         t0 = time.perf_counter()
@@ -587,6 +622,10 @@ def write_score_outputs(
         result.ranking.to_csv(staging / "ranking.csv", index=False)
         if result.predictions is not None:
             result.predictions.to_parquet(staging / "predictions.parquet", index=False)
+        if result.combinations is not None:
+            from unicure_rt.combinations import write_pair_tables
+
+            write_pair_tables(result.combinations, staging)
         run = dict(result.run)
         run["inputs"] = [{"path": str(p), "sha256": sha256_file(p)} for p in input_files]
         run = recorded(run, record_paths=record_paths)
@@ -594,7 +633,9 @@ def write_score_outputs(
             from unicure_rt.report import write_report
 
             write_report(
-                ScoreResult(result.ranking, result.predictions, run), staging, top=report_top
+                ScoreResult(result.ranking, result.predictions, run, result.combinations),
+                staging,
+                top=report_top,
             )
         run["timings_s"] = {
             **run["timings_s"],

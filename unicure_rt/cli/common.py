@@ -83,43 +83,44 @@ TRAINED_DOSES_UM = (0.04, 10.0)  # the L1000 doses the model learnt from (refere
 LARGEST_DOSE_UM = 1000.0  # 1 mM: above it a dose is a unit error, not a drug concentration
 
 
-def parse_doses(text: str | None) -> tuple[float, ...] | None:
+def parse_doses(text: str | None, option: str = "--doses") -> tuple[float, ...] | None:
     """'0.1,1,10' -> (0.1, 1.0, 10.0); None stays None.
 
     Refuses an empty list, an empty item ('1,,2'), a non-number, a non-finite, negative or
     repeated dose and any dose above `LARGEST_DOSE_UM`; warns on stderr about doses outside the
-    trained range `TRAINED_DOSES_UM`, where the model extrapolates.
+    trained range `TRAINED_DOSES_UM`, where the model extrapolates. `option` names the
+    option in the messages.
     """
     if text is None:
         return None
-    example = "e.g. --doses 0.04,0.37,10"
+    example = f"e.g. {option} 0.04,0.37,10"
     parts = [part.strip() for part in text.split(",")]
     if not any(parts):
         raise UserError(
-            f"--doses is empty (got '{text}'). Give a comma-separated list of doses in µM, "
-            f"{example}, or leave out --doses for the six reference doses."
+            f"{option} is empty (got '{text}'). Give a comma-separated list of doses in µM, "
+            f"{example}, or leave out {option} for its default doses."
         )
     if not all(parts):
         raise UserError(
-            f"--doses has an empty item (got '{text}'): write one number between each pair of "
+            f"{option} has an empty item (got '{text}'): write one number between each pair of "
             f"commas, {example}."
         )
     try:
         doses = tuple(float(part) for part in parts)
     except ValueError:
         raise UserError(
-            f"--doses must be a comma-separated list of numbers in µM, {example} (got '{text}')."
+            f"{option} must be a comma-separated list of numbers in µM, {example} (got '{text}')."
         ) from None
     for dose in doses:
         if not math.isfinite(dose) or dose < 0 or dose > LARGEST_DOSE_UM:
             raise UserError(
-                f"Dose {dose:g} µM in --doses is not a usable concentration: doses are finite "
+                f"Dose {dose:g} µM in {option} is not a usable concentration: doses are finite "
                 f"micromolar values from 0 to {LARGEST_DOSE_UM:g} µM (the model was trained on "
                 f"{TRAINED_DOSES_UM[0]:g}-{TRAINED_DOSES_UM[1]:g} µM); check the unit, {example}."
             )
     if len(set(doses)) < len(doses):
         raise UserError(
-            f"--doses repeats a dose (got '{text}'); each dose would count twice in the average "
+            f"{option} repeats a dose (got '{text}'); each dose would count twice in the average "
             f"score. List each dose once, {example}."
         )
     outside = [d for d in doses if not TRAINED_DOSES_UM[0] <= d <= TRAINED_DOSES_UM[1]]

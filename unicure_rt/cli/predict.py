@@ -33,7 +33,8 @@ from unicure_rt.cli.options import (
     ThreadsOpt,
     TrustedKeyOpt,
 )
-from unicure_rt.drugs import REFERENCE_DOSES_UM, encode_smiles
+from unicure_rt.combinations import EXTRAPOLATION_NOTE
+from unicure_rt.drugs import REFERENCE_DOSES_UM, DrugLibrary, encode_smiles
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import load_profiles
 from unicure_rt.outputs import (
@@ -42,7 +43,7 @@ from unicure_rt.outputs import (
     write_marked_csv,
     write_marked_parquet,
 )
-from unicure_rt.predict import NO_DRUG, largest_changes, predict_expression
+from unicure_rt.predict import NO_DRUG, DrugPair, largest_changes, predict_expression
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import resolve_library, scoring_choice
 from unicure_rt.scoring import EFFECTS
@@ -53,11 +54,19 @@ def predict(
     input: InputArg,
     drug: Annotated[
         list[str] | None,
-        typer.Option("--drug", help="Drug id or name from the library (repeatable)."),
+        typer.Option(
+            "--drug",
+            help="Drug id or name from the library (repeatable); A+B for a pair, predicted in "
+            "both orders and averaged, both arms at each dose.",
+        ),
     ] = None,
     smiles: Annotated[
         list[str] | None,
-        typer.Option("--smiles", help="SMILES of a new compound (repeatable; RDKit encoders)."),
+        typer.Option(
+            "--smiles",
+            help="SMILES of a new compound (repeatable; RDKit encoders); 'S1+S2' for a pair "
+            "(charges inside [...] are not separators).",
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -81,7 +90,8 @@ def predict(
     bundle_signature: BundleSignatureOpt = None,
     trusted_key: TrustedKeyOpt = None,
 ) -> None:
-    """Predict the treated expression of every profile of INPUT under the given drugs and doses."""
+    """Predict the treated expression of every profile of INPUT under the given drugs (or drug
+    pairs, A+B) and doses."""
     if not drug and not smiles:
         raise UserError("Name at least one drug: --drug NAME_OR_ID (from the library) or --smiles.")
     dose_list = parse_doses(doses) or REFERENCE_DOSES_UM
@@ -94,15 +104,26 @@ def predict(
     effect, _rank_by = scoring_choice(loaded, effect, None)
     if effect not in EFFECTS:
         raise UserError(f"Unknown --effect '{effect}'. Choose {' or '.join(EFFECTS)}.")
-    ids, parts = [], []
+    ids, parts, pairs = [], [], []
     if drug:
         library = resolve_library(loaded, drugs)
-        rows = [library.index_of(key) for key in drug]
+        arms = [library_arms(library, key) for key in drug]
+        rows = [found[0] for found in arms if len(found) == 1]
         ids += [library.ids[i] for i in rows]
         parts.append(library.embeddings[rows])
+        for a, b in (found for found in arms if len(found) == 2):
+            label = f"{library.ids[a]}+{library.ids[b]}"
+            pairs.append(DrugPair(label, library.embeddings[a], library.embeddings[b]))
     if smiles:
-        ids += list(smiles)
-        parts.append(encode_smiles(smiles, loaded))
+        split = [smiles_arms(text) for text in smiles]
+        singles = [found[0] for found in split if len(found) == 1]
+        ids += singles
+        if singles:
+            parts.append(encode_smiles(singles, loaded))
+        for text, found in zip(smiles, split, strict=True):
+            if len(found) == 2:
+                a, b = encode_smiles(found, loaded)
+                pairs.append(DrugPair(text, a, b))
     profiles = load_profiles(
         input,
         layer=layer,
@@ -115,12 +136,13 @@ def predict(
         loaded,
         profiles,
         ids,
-        np.concatenate(parts).astype(np.float32),
+        np.concatenate(parts).astype(np.float32) if ids else np.zeros((0, 1), np.float32),
         dose_list,
         seed=seed,
         draws=draws,
         runtime=RuntimeOptions(device=device, threads=threads),
         no_drug=effect == "contrast",
+        pairs=pairs,
     )
     if out is not None:
         with staged_output_file(out, force=force, inputs=protect) as target:
@@ -138,5 +160,42 @@ def predict(
     for row, text in zip(drug_rows.itertuples(), changes, strict=True):
         table.add_row(escape(row.profile), escape(row.drug_id), f"{row.dose_uM:g}", escape(text))
     console.print(table)
+    if pairs:
+        console.print(f"[yellow]{EXTRAPOLATION_NOTE}[/yellow]", soft_wrap=True)
     if out is not None:
         console.print(f"Wrote {len(predictions)} predictions to {escape(str(out))}.")
+
+
+def library_arms(library: DrugLibrary, key: str) -> list[int]:
+    """Library rows of one --drug value: the drug itself when the library knows the whole
+    value (names may hold a '+'), else the two drugs of 'A+B'."""
+    try:
+        return [library.index_of(key)]
+    except UserError:
+        if "+" not in key:
+            raise
+    names = [name.strip() for name in key.split("+")]
+    if len(names) != 2 or not all(names):
+        raise UserError(
+            f"--drug '{key}' is neither a drug of library '{library.path}' nor a pair A+B of two "
+            "drugs: give one drug, or two joined by a single '+' (pairs only, no triples)."
+        )
+    return [library.index_of(name) for name in names]
+
+
+def smiles_arms(text: str) -> list[str]:
+    """The one or two SMILES of a --smiles value: split at a '+' outside square brackets (a
+    '+' inside [...] is a charge, e.g. [N+])."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "+" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    if len(parts) > 2 or (len(parts) == 2 and not all(p.strip() for p in parts)):
+        raise UserError(
+            f"--smiles '{text}' is not one SMILES or a pair S1+S2: join two molecules with a "
+            "single '+' outside square brackets (pairs only, no triples)."
+        )
+    return [p.strip() for p in parts]

@@ -16,6 +16,14 @@ from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, DEMO_TRAINER, load_bundle
 from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.cli.combinations import (
+    CombinationDosesOpt,
+    CombinationsOpt,
+    CombinationTopOpt,
+    CombineWithOpt,
+    pair_options,
+    print_pairs,
+)
 from unicure_rt.cli.common import console, parse_doses, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
@@ -42,6 +50,7 @@ from unicure_rt.cli.options import (
     ThreadsOpt,
     TrustedKeyOpt,
 )
+from unicure_rt.combinations import top_pairs_json
 from unicure_rt.drugs import REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import LoadOptions, load_patient
@@ -141,6 +150,10 @@ def score(
     bundle_signature: BundleSignatureOpt = None,
     trusted_key: TrustedKeyOpt = None,
     record_paths: RecordPathsOpt = False,
+    combinations: CombinationsOpt = False,
+    combination_top: CombinationTopOpt = None,
+    combine_with: CombineWithOpt = None,
+    combination_doses: CombinationDosesOpt = None,
 ) -> None:
     """Rank the drugs of a library by how strongly each is predicted to reverse the tumour
     signature (tumour - normal) of every sample in INPUT."""
@@ -182,6 +195,8 @@ def score(
             workers=workers,
             pin=pin,
             record_paths=record_paths,
+            combinations=combinations
+            or any(v is not None for v in (combination_top, combine_with, combination_doses)),
         )
         return
     if address is not None or workers:
@@ -216,6 +231,7 @@ def score(
         runtime=RuntimeOptions(device=device, fp16=fp16, threads=threads),
     )
     library = resolve_library(loaded, drugs)
+    pairs = pair_options(combinations, combination_top, combine_with, combination_doses, library)
     patient = load_patient(input, **load.kwargs())
     with _progress(quiet or as_json) as progress:
         tasks: dict[str, int] = {}
@@ -226,7 +242,7 @@ def score(
             progress.update(tasks[stage], completed=done)
 
         result = score_patient(
-            loaded, patient, library=library, options=options, progress=on_progress
+            loaded, patient, library=library, options=options, progress=on_progress, pairs=pairs
         )
     if out is not None:
         inputs = [input] + ([normal_file(normal)] if normal_file(normal) else [])
@@ -241,9 +257,13 @@ def score(
             record_paths=record_paths,
         )
     if as_json:
-        print(json.dumps(top_drugs_json(result, top), indent=1))
+        payload = top_drugs_json(result, top)
+        if result.combinations is not None:
+            payload["combinations"] = top_pairs_json(result.combinations, top)
+        print(json.dumps(payload, indent=1))
     elif not quiet:
         print_ranking(result, top, out)
+        print_pairs(result, top, out)
 
 
 def _score_on_ray(
@@ -271,9 +291,15 @@ def _score_on_ray(
     workers: int,
     pin: BundlePin,
     record_paths: bool,
+    combinations: bool,
 ) -> None:
     """`score --engine ray`: the cohort engine (`unicure_rt.engines.ray_engine`)."""
-    flags = {"--predictions": predictions, "--report": report, "--json": as_json}
+    flags = {
+        "--predictions": predictions,
+        "--report": report,
+        "--json": as_json,
+        "--combinations": combinations,
+    }
     unsupported = [flag for flag, used in flags.items() if used]
     if unsupported:
         raise UserError(
