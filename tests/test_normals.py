@@ -273,7 +273,8 @@ def test_score_with_auto_writes_the_choice_in_run_json_and_the_header(tiny_bundl
     text = " ".join(result.output.split())
     assert "normal: auto: hpa:breast (Spearman" in text and "runner-up" in text
     run = json.loads((out / "run.json").read_text())
-    assert [i["path"] for i in run["inputs"]] == [str(TCGA)]  # no normal file to hash
+    # no normal file to hash; run.json names files without their folders by default
+    assert [i["name"] for i in run["inputs"]] == [TCGA.name]
     choices = run["input_qc"]["normal"]["choices"]
     assert len(choices) == 10 and all("runner_up" in c for c in choices.values())
     gene_ids = run["input_qc"]["input"]["gene_ids"]  # SYMBOL|ENTREZ labels: by Entrez id
