@@ -25,6 +25,7 @@ import time
 import numpy as np
 import pandas as pd
 from common import BENCH, REPO, cpu_info
+from report import write_section
 from sklearn.metrics import roc_auc_score
 
 NO_DRUG_LIKE = ("glycerol", "mannitol", "lithium chloride")
@@ -154,7 +155,7 @@ def main() -> None:
         lines.append(
             f"| {effect} | {100 * found['per_patient_constant_variance_share']:.1f}% | {ranks} |"
         )
-    (BENCH / "sections" / "effects.md").write_text("\n".join(lines) + "\n")
+    write_section("effects", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from common import BENCH, cpu_info, timed_command
+from report import write_section
 
 EXAMPLE = "examples/tcga_brca.h5ad"
 VARIANTS = {
@@ -72,7 +73,8 @@ def main() -> None:
         for name, extra in VARIANTS.items()
     )
     cpu = result["cpu"]
-    (out / "null_cost.md").write_text(
+    write_section(
+        "null_cost",
         "## Cost of the null and of the contrast (W3 patient run)\n\n"
         f"`{result['command']}` ({result['date']}; {cpu['model']}, {cpu['logical_cpus']} "
         f"logical CPUs, SIMD {', '.join(cpu['simd'])}). Command: `{result['score_command']}` "
@@ -83,7 +85,7 @@ def main() -> None:
         f"{rows}\n\n"
         "1-minute load average before/after each run: "
         f"{', '.join(f'{a}/{b}' for a, b in loads)}. No one-off cost per bundle + library: "
-        "the gene-permutation null needs nothing computed ahead.\n"
+        "the gene-permutation null needs nothing computed ahead.\n",
     )
     print(json.dumps(result["median_wall_s"]))
 
