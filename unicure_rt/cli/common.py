@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from unicure_rt.errors import UserError
 
@@ -132,3 +133,16 @@ def parse_doses(text: str | None, option: str = "--doses") -> tuple[float, ...] 
             soft_wrap=True,
         )
     return doses
+
+
+def progress_bar(disabled: bool, label_width: int = 10) -> Progress:
+    """The transient progress bar of long commands (stage, bar, done/total, elapsed)."""
+    return Progress(
+        TextColumn(f"{{task.description:>{label_width}}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=disabled,
+    )

@@ -11,7 +11,6 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, DEMO_TRAINER, load_bundle
@@ -24,7 +23,7 @@ from unicure_rt.cli.combinations import (
     pair_options,
     print_pairs,
 )
-from unicure_rt.cli.common import console, parse_doses, report_errors
+from unicure_rt.cli.common import console, parse_doses, progress_bar, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
     BundleSha256Opt,
@@ -233,7 +232,7 @@ def score(
     library = resolve_library(loaded, drugs)
     pairs = pair_options(combinations, combination_top, combine_with, combination_doses, library)
     patient = load_patient(input, **load.kwargs())
-    with _progress(quiet or as_json) as progress:
+    with progress_bar(quiet or as_json) as progress:
         tasks: dict[str, int] = {}
 
         def on_progress(stage: str, done: int, total: int) -> None:
@@ -375,18 +374,6 @@ def gpu_note(notes: list[str]) -> str:
     if NO_GPU in notes:
         return "CPU only: no NVIDIA GPU found"
     return f"GPU not used ({'; '.join(notes)})"
-
-
-def _progress(disabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description:>10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=disabled,
-    )
 
 
 def top_drugs_json(result: ScoreResult, top: int) -> dict:

@@ -12,12 +12,11 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle, sha256_file
 from unicure_rt.bundle_pin import BundlePin
-from unicure_rt.cli.common import bundle_line, console, parse_doses, report_errors
+from unicure_rt.cli.common import bundle_line, console, parse_doses, progress_bar, report_errors
 from unicure_rt.cli.options import (
     BundleOpt,
     BundleSha256Opt,
@@ -181,7 +180,7 @@ def validate(
         )
     runtime = RuntimeOptions(device=device, threads=threads)
     model = BundleModel(loaded, library, seed=seed, draws=draws, runtime=runtime)
-    with _progress(quiet) as progress:
+    with progress_bar(quiet, label_width=12) as progress:
         tasks: dict[str, int] = {}
 
         def on_progress(stage: str, done: int, total: int) -> None:
@@ -224,18 +223,6 @@ def _score_like(options: ValidateOptions):
         seed=options.seed,
         effect=options.effects[0],
         permutations=0,
-    )
-
-
-def _progress(disabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description:>12}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=disabled,
     )
 
 
