@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -341,3 +342,29 @@ def test_options_refuse_duplicates_and_classes_without_patients(small_data, bund
         ValidateOptions(effects=("published", "published"))
     with pytest.raises(UserError, match="--patients"):
         run_validation(bundle_model, small_data, bundle_model.library, None, ValidateOptions())
+
+
+def test_validate_opens_no_network_socket_and_writes_only_out_and_cache(small_data, tmp_path):
+    """The whole command in a fresh process whose socket calls are logged (an audit hook), with
+    an empty HOME: no network socket, nothing written outside --out and unicure-rt's cache."""
+    from test_reliability_privacy import AUDIT, ROOT, run_cli, written_under
+
+    site, home = tmp_path / "site", tmp_path / "home"
+    site.mkdir()
+    home.mkdir()
+    (site / "sitecustomize.py").write_text(AUDIT)
+    log = tmp_path / "sockets.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "ORT_"))}
+    env.update(
+        HOME=str(home),
+        PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]),
+        UNICURE_SOCKET_LOG=str(log),
+    )
+    args = ["validate", "--data-dir", small_data.root, "--suites", "sensitivity,signatures"]
+    done = run_cli([*args, "--doses", "10", "--draws", "1", "--out", tmp_path / "v"], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = log.read_text().splitlines()
+    assert lines and all(line.endswith(" started") for line in lines), lines
+    outside = [p for p in written_under(home) if not p.startswith(".cache/unicure-rt/")]
+    assert outside == [] and not (home / ".cache" / "Microsoft").exists(), outside
+    assert (tmp_path / "v" / "validation.json").is_file()
