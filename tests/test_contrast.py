@@ -185,3 +185,18 @@ def test_null_columns_follow_rank_by(bundle, patient):
     assert not {"z", "p_value", "fdr"} & set(plain.columns)
     with pytest.raises(Exception, match="--rank-by z needs the null"):
         dataclasses.replace(by_z, permutations=0)
+
+
+def test_terminal_lists_a_compound_under_several_ids_once():
+    from unicure_rt.cli.score import same_compound_once
+
+    ranked = pd.DataFrame(
+        {
+            "drug_id": ["BRD-1", "BRD-2", "BRD-3", "BRD-4", "BRD-5"],
+            "drug_name": ["retinol", "retinol", "tretinoin", "tretinoin", None],
+            "rank": pd.array([1, 1, 1, 4, 5], dtype="Int64"),
+        }
+    )
+    shown = same_compound_once(ranked)
+    assert shown["drug_id"].tolist() == ["BRD-1", "BRD-3", "BRD-4", "BRD-5"]
+    assert shown["copies"].tolist() == [2, 1, 1, 1]

@@ -369,6 +369,14 @@ EFFECT_MEANING = {
 }
 
 
+def same_compound_once(ranked: pd.DataFrame) -> pd.DataFrame:
+    """One row per compound listed under several ids (same name, same rank: byte-identical
+    embeddings score alike), in rank order, with the number of ids in `copies`."""
+    key = [ranked["drug_name"].fillna(ranked["drug_id"]), ranked["rank"]]
+    copies = ranked.groupby(key, sort=False)["drug_id"].transform("size")
+    return ranked.assign(copies=copies.to_numpy())[~pd.DataFrame(key).T.duplicated().to_numpy()]
+
+
 def gpu_note(notes: list[str]) -> str:
     """The header line on the providers: no GPU at all, or why each GPU provider did not run."""
     if NO_GPU in notes:
@@ -452,19 +460,24 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         info = next(p for p in run["profiles"] if p["profile"] == profile)
         title = escape(f"{profile}  (normal: {info['normal_source']})")
         table = Table(title=title, title_justify="left")
+        has_flag = "antineoplastic" in rows
         columns = ["rank", "drug", "score"]
         columns += ["z", "p", "FDR"] if has_null else []
-        columns += ["best dose µM", "sd across draws"]
+        columns += ["best dose µM", "sd across draws"] + (["L01"] if has_flag else [])
         for column in columns:
             table.add_column(column, justify="right" if column != "drug" else "left")
-        best = rows[rows["rank"].notna()].head(top)
+        best = same_compound_once(rows[rows["rank"].notna()]).head(top)
         unranked = int(rows["rank"].isna().sum())
         for label, row in zip(drug_labels(best), best.itertuples(), strict=True):
             sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.2g}"
-            cells = [str(row.rank), escape(label), f"{row.score:+.3f}"]
+            copies = f" (+{row.copies - 1} more ids)" if row.copies > 1 else ""
+            cells = [str(row.rank), escape(label + copies), f"{row.score:+.3f}"]
             if has_null:
                 cells += [f"{row.z:+.2f}", f"{row.p_value:.3g}", f"{row.fdr:.3g}"]
             cells += [f"{row.best_dose_uM:g}", sd]
+            if has_flag:
+                flag = row.antineoplastic
+                cells.append("yes" if pd.notna(flag) and bool(flag) else "")
             table.add_row(*cells)
         console.print(table)
         if unranked:
