@@ -368,3 +368,28 @@ def test_validate_opens_no_network_socket_and_writes_only_out_and_cache(small_da
     outside = [p for p in written_under(home) if not p.startswith(".cache/unicure-rt/")]
     assert outside == [] and not (home / ".cache" / "Microsoft").exists(), outside
     assert (tmp_path / "v" / "validation.json").is_file()
+
+
+def test_pathway_rows_find_a_planted_pathway():
+    """Scores that put one GDSC pathway's drugs first give that pathway an AUROC of 1."""
+    from unicure_rt.validation.classes import PATHWAY_METRIC, PatientScores, pathway_enrichment
+
+    pathways = pd.Series(["MAPK"] * 6 + ["DNA"] * 6 + [None] * 4, dtype=object)
+    planted = np.where(pathways == "MAPK", -1.0, 0.0) + np.linspace(0, 0.1, 16)
+    shape = (3, 16)
+    patients = PatientScores(
+        ids=["a", "b", "c"],
+        methods={},
+        classic_shared=np.full(shape, np.nan),
+        labels=np.full(16, np.nan),
+        classic_all=np.zeros((3, 1)),
+        classic_labels=np.zeros(1),
+        n_genes=10,
+        pathways=pathways,
+    )
+    methods = {"bundle, planted": np.broadcast_to(planted, shape).copy()}
+    rows, _units, sizes = pathway_enrichment(patients, methods, seed=0)
+    assert sizes == {"DNA": 6, "MAPK": 6}
+    found = {(r["method"], r["metric"]): r for r in rows}
+    assert found[("bundle, planted", PATHWAY_METRIC + "MAPK")]["mean"] == 1.0
+    assert found[("bundle, planted", PATHWAY_METRIC + "DNA")]["mean"] == 0.0

@@ -10,6 +10,8 @@ labelled library drugs; the library drugs that also have a measured signature, "
 classic connectivity
 (shared drugs; all consensus compounds), mean response (a drug's bundle score averaged
 over the other patients: the part of the ranking every patient shares) and random scores.
+`pathway_enrichment` adds, per GDSC target pathway, the AUROC of its drugs among the library
+drugs GDSC annotates (descriptive).
 `agreement` gives, per patient, the Spearman correlation of each row's scores with the classic
 scores over the shared drugs (reported with the signatures suite).
 """
@@ -25,9 +27,15 @@ import pandas as pd
 from unicure_rt.drugs import DrugLibrary
 from unicure_rt.inputs import PatientProfiles
 from unicure_rt.validation import classic
-from unicure_rt.validation.data import DataFolder, consensus_signatures, drugbank_table
+from unicure_rt.validation.data import (
+    DataFolder,
+    consensus_signatures,
+    drugbank_table,
+    gdsc_table,
+)
 from unicure_rt.validation.model import EffectModel, unit_scores
 from unicure_rt.validation.names import inchikeys
+from unicure_rt.validation.sensitivity import gdsc_panel
 from unicure_rt.validation.stats import evaluate, rng_for
 from unicure_rt.validation.units import shuffled_rows
 
@@ -47,6 +55,7 @@ class PatientScores:
     classic_all: np.ndarray  # [n_patients, n_consensus]
     classic_labels: np.ndarray  # DrugBank L01 flag of each consensus compound
     n_genes: int
+    pathways: pd.Series  # GDSC target pathway per library row (None: not a GDSC drug)
 
 
 def leave_one_out_mean(scores: np.ndarray) -> np.ndarray:
@@ -119,6 +128,9 @@ def score_patients(
     labels = (
         _flags(meta["antineoplastic"]) if "antineoplastic" in meta else np.full(len(meta), np.nan)
     )
+    panel_pathways = gdsc_panel(data, gdsc_table(data), library).set_index("library_row")
+    pathways = pd.Series([None] * len(library), dtype=object)
+    pathways[panel_pathways.index] = panel_pathways["pathway"].to_numpy()
     return PatientScores(
         ids=ids,
         methods=scores,
@@ -127,6 +139,7 @@ def score_patients(
         classic_all=classic_all,
         classic_labels=_flags(bank["l01"].reindex(consensus.index)),
         n_genes=len(genes),
+        pathways=pathways,
     )
 
 
@@ -156,6 +169,7 @@ def run_classes(patients: PatientScores, *, seed: int) -> dict:
         metric=METRIC,
         seed=seed,
     )
+    pathway_rows, pathway_units, pathway_sizes = pathway_enrichment(patients, methods, seed=seed)
     known = ~np.isnan(patients.labels)
     return {
         "suite": SUITE,
@@ -168,9 +182,47 @@ def run_classes(patients: PatientScores, *, seed: int) -> dict:
         "n_antineoplastic": int(np.nansum(patients.labels)),
         "n_shared_labelled": int((known & shared).sum()),
         "n_consensus_labelled": int((~np.isnan(patients.classic_labels)).sum()),
-        "summary": rows + more_rows,
-        "per_unit": per_unit + more_units,
+        "pathways": pathway_sizes,
+        "summary": rows + more_rows + pathway_rows,
+        "per_unit": per_unit + more_units + pathway_units,
     }
+
+
+PATHWAY_METRIC = "pathway AUROC: "
+MIN_PATHWAY_DRUGS = 5
+
+
+def pathway_enrichment(
+    patients: PatientScores, methods: dict[str, np.ndarray], *, seed: int
+) -> tuple[list[dict], list[dict], dict[str, int]]:
+    """Per GDSC target pathway with at least `MIN_PATHWAY_DRUGS` library drugs: the AUROC, in
+    each patient's ranking, of that pathway's drugs against the other GDSC-annotated library
+    drugs (descriptive: which drug classes a method puts first; no pathway is "right")."""
+    annotated = patients.pathways.notna().to_numpy()
+    sizes = patients.pathways.value_counts()
+    kept = {str(name): int(n) for name, n in sizes.items() if n >= MIN_PATHWAY_DRUGS}
+    shape = patients.classic_shared.shape
+    wanted = {
+        name: scores
+        for name, scores in methods.items()
+        if "shared drugs" not in name and not name.startswith("mean response")
+    }
+    wanted[f"{classic.METHOD}, shared drugs"] = patients.classic_shared
+    rows, per_unit = [], []
+    for pathway in sorted(kept):
+        member = np.where(annotated, (patients.pathways == pathway).to_numpy(float), np.nan)
+        found, units = evaluate(
+            wanted,
+            np.broadcast_to(member, shape),
+            patients.ids,
+            kind="auroc",
+            suite=SUITE,
+            metric=PATHWAY_METRIC + pathway,
+            seed=seed,
+        )
+        rows += found
+        per_unit += units
+    return rows, per_unit, kept
 
 
 def agreement(patients: PatientScores, *, seed: int, suite: str) -> tuple[list[dict], list]:
