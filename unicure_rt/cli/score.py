@@ -470,10 +470,10 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         unranked = int(rows["rank"].isna().sum())
         for label, row in zip(drug_labels(best), best.itertuples(), strict=True):
             sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.2g}"
-            copies = f" (+{row.copies - 1} more ids)" if row.copies > 1 else ""
+            copies = f" x{row.copies}" if row.copies > 1 else ""  # one compound, several ids
             cells = [str(row.rank), escape(label + copies), f"{row.score:+.3f}"]
             if has_null:
-                cells += [f"{row.z:+.2f}", f"{row.p_value:.3g}", f"{row.fdr:.3g}"]
+                cells += [f"{row.z:+.2f}", f"{row.p_value:.2g}", f"{row.fdr:.2g}"]
             cells += [f"{row.best_dose_uM:g}", sd]
             if has_flag:
                 flag = row.antineoplastic
