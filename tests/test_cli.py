@@ -313,3 +313,21 @@ def test_signature_constant_over_measured_genes_is_refused(tiny_bundle, tmp_path
     )
     assert result.exit_code == 2, result.output
     assert "constant" in result.output and not (tmp_path / "o").exists()
+
+
+def test_progress_without_a_terminal_is_plain_lines_on_stderr():
+    import io
+
+    from rich.console import Console
+
+    from unicure_rt.cli.common import LineProgress
+
+    stream = io.StringIO()
+    progress = LineProgress(Console(file=stream, width=200), every=3600)
+    with progress:
+        task = progress.add_task("scoring", total=3)
+        for done in (1, 2, 3):
+            progress.update(task, completed=done)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "scoring: started"
+    assert len(lines) == 2 and lines[1].startswith("scoring: 3/3 (")  # 1 and 2: within `every`

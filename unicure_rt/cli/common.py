@@ -7,6 +7,7 @@ import functools
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -135,8 +136,45 @@ def parse_doses(text: str | None, option: str = "--doses") -> tuple[float, ...] 
     return doses
 
 
-def progress_bar(disabled: bool, label_width: int = 10) -> Progress:
-    """The transient progress bar of long commands (stage, bar, done/total, elapsed)."""
+class LineProgress:
+    """Progress for logs and pipes (no terminal): a plain line on stderr per stage when it
+    starts, at most every `every` seconds while it runs, and when it ends; the interface of
+    rich's `Progress` that the commands use (`add_task`, `update`, a context manager)."""
+
+    def __init__(self, out: Console, every: float = 10.0) -> None:
+        self.out, self.every = out, every
+        self.tasks: dict[int, dict] = {}
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        task = len(self.tasks)
+        now = time.monotonic()
+        self.tasks[task] = {"name": description, "total": total, "start": now, "shown": now}
+        self.out.print(f"{description}: started", markup=False, highlight=False)
+        return task
+
+    def update(self, task: int, *, completed: float, total: float | None = None) -> None:
+        entry = self.tasks[task]
+        entry["total"] = total if total is not None else entry["total"]
+        now, done = time.monotonic(), entry["total"] is not None and completed >= entry["total"]
+        if done or now - entry["shown"] >= self.every:
+            entry["shown"] = now
+            of = f"/{entry['total']:g}" if entry["total"] is not None else ""
+            line = f"{entry['name']}: {completed:g}{of} ({now - entry['start']:.0f} s)"
+            self.out.print(line, markup=False, highlight=False)
+
+
+def progress_bar(disabled: bool, label_width: int = 10) -> Progress | LineProgress:
+    """Progress of long commands: a transient bar on a terminal (stage, bar, done/total,
+    elapsed), plain lines on stderr when output goes to a pipe or a log, nothing if
+    `disabled`."""
+    if not disabled and not console.is_terminal:
+        return LineProgress(error_console)
     return Progress(
         TextColumn(f"{{task.description:>{label_width}}}"),
         BarColumn(),
