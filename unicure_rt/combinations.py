@@ -41,9 +41,9 @@ from unicure_rt.score import (
     FlexPertRunner,
     NullSummary,
     ScoreOptions,
-    _top_rows,
     null_summary,
     permuted_signatures,
+    ranked_top,
     within_profile_fdr,
 )
 from unicure_rt.scoring import (
@@ -124,7 +124,7 @@ def choose_arms(ranking: pd.DataFrame, library: DrugLibrary, options: PairOption
     one, a copy of the compound under another id, is skipped, since its pairs would repeat),
     then the partners not among them; every unordered pair of arms once, the better-placed arm
     first. `ranking` is indexed by library row and has a `rank` column."""
-    ranked = [int(r) for r in _top_rows(ranking, len(ranking))]
+    ranked = [int(r) for r in ranked_top(ranking, len(ranking)).index]
     best: list[int] = []
     kept: list[np.ndarray] = []
     seen: set[bytes] = set()

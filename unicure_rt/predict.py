@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.bundle import Bundle
-from unicure_rt.drugs import DRUG_VECTOR_LENGTH, combination_vectors, drug_vectors
+from unicure_rt.drugs import combination_vectors, control_vectors, drug_vectors
 from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.inputs import PatientProfiles
 from unicure_rt.runtime import RuntimeOptions, create_session
@@ -69,9 +69,8 @@ def predict_expression(
     frames = []
     for profile, cell in zip(profiles.tumour.index, cells, strict=True):
         if no_drug:
-            control = np.zeros((1, DRUG_VECTOR_LENGTH), np.float32)
             expression = flexpert.run(
-                ["expression"], {"cell_embedding": cell[None, :], "drug": control}
+                ["expression"], {"cell_embedding": cell[None, :], "drug": control_vectors(1)}
             )[0]
             frame = pd.DataFrame(expression, columns=bundle.genes)
             frame.insert(0, "profile", str(profile))

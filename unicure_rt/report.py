@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unicure_rt.score import ScoreResult, dose_label
+from unicure_rt.score import ScoreResult, dose_label, ranked_top
 from unicure_rt.scoring import drug_labels
 
 MAX_PROFILE_PANELS = 12  # per-profile figures show the first 12 profiles; the heatmap shows all
@@ -89,12 +89,6 @@ def _draw_figures(plt, result: ScoreResult, top: int, out: Path) -> dict[str, Pa
         ax.set_title("Sample x drug ranks (drugs in any sample's top list)")
         figures["rank_heatmap"] = _save(fig, out / "rank_heatmap.png")
     return figures
-
-
-def ranked_top(rows: pd.DataFrame, top: int) -> pd.DataFrame:
-    """The `top` best-ranked rows of one profile (unranked drugs never; ties in table order)."""
-    ranked = rows[rows["rank"].notna()]
-    return ranked.sort_values("rank", kind="stable").head(top)
 
 
 def _grid(plt, n: int):

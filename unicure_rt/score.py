@@ -17,9 +17,9 @@ import pandas as pd
 import unicure_rt
 from unicure_rt.bundle import Bundle, sha256_file
 from unicure_rt.drugs import (
-    DRUG_VECTOR_LENGTH,
     REFERENCE_DOSES_UM,
     DrugLibrary,
+    control_vectors,
     drug_vectors,
     load_library,
 )
@@ -35,6 +35,7 @@ from unicure_rt.scoring import (
     ascending_ranks,
     dose_mean,
     drug_effects,
+    effect_baseline,
     effect_min_rms,
     unit_centred,
 )
@@ -192,6 +193,7 @@ class FlexPertRunner:
     def __init__(self, session, library: DrugLibrary, options: ScoreOptions) -> None:
         self.session, self.library, self.options = session, library, options
         self._cells: dict[tuple[int, int], np.ndarray] = {}
+        self._first_of: np.ndarray | None = None  # `_note_identical_rows`, found on the 1st pass
 
     def _repeated(self, index: int, cell: np.ndarray, rows: int) -> np.ndarray:
         """`cell` repeated `rows` times (cached: every full batch reuses the same array)."""
@@ -206,8 +208,8 @@ class FlexPertRunner:
     def no_drug(self, cells: np.ndarray) -> np.ndarray:
         """`float32[n_cells, n_genes]`: the prediction for the control vector (528 zeros, the
         published control arm) for each cell: one extra FlexPert row per cell, not per drug."""
-        control = np.zeros((len(cells), DRUG_VECTOR_LENGTH), dtype=np.float32)
-        return self._run(np.ascontiguousarray(cells, dtype=np.float32), control)
+        cells = np.ascontiguousarray(cells, dtype=np.float32)
+        return self._run(cells, control_vectors(len(cells)))
 
     def scores(
         self,
@@ -235,11 +237,13 @@ class FlexPertRunner:
         scores = np.empty((len(cells), len(doses), n), dtype=np.float64)
         at_or_below, null_mean, null_sd = (np.zeros(n, np.int64), np.empty(n), np.empty(n))
         kept: dict[int, tuple[float, np.ndarray]] = {}
-        first_of, seen = np.arange(n), {}
+        known = self._first_of is not None
+        first_of, seen = (self._first_of, None) if known else (np.arange(n), {})
         self._cells.clear()
         for start, emb in self.library.iter_batches(self.options.drug_batch):
             stop = start + len(emb)
-            _note_identical_rows(emb, start, first_of, seen)
+            if not known:
+                _note_identical_rows(emb, start, first_of, seen)
             first = []
             effect_sum = np.zeros((len(emb), len(genes))) if null is not None else None
             effect_doses = np.zeros(len(emb), np.int64)
@@ -272,6 +276,7 @@ class FlexPertRunner:
                 if len(kept) > keep_top:
                     best = sorted(kept, key=lambda r: (kept[r][0], r))[:keep_top]
                     kept = {r: kept[r] for r in best}
+        self._first_of = first_of
         copies = np.flatnonzero(first_of != np.arange(n))
         if len(copies):
             scores[:, :, copies] = scores[:, :, first_of[copies]]
@@ -328,10 +333,9 @@ def _profile_ranking(
     cells = embeddings[None, :]
     if len(draw_embeddings) > 1:
         cells = np.concatenate([cells, draw_embeddings])
-    if options.effect == "contrast":
-        baselines = runner.no_drug(cells)[:, genes].astype(np.float64)
-    else:
-        baselines = np.repeat(tumour[None, :], len(cells), axis=0)
+    no_drug = runner.no_drug(cells)[:, genes] if options.effect == "contrast" else None
+    baseline = effect_baseline(options.effect, tumour, no_drug)
+    baselines = np.broadcast_to(baseline, (len(cells), len(genes))).astype(np.float64)
     null = None
     if options.permutations:
         null = permuted_signatures(signature, options.permutations, options.seed)
@@ -360,7 +364,7 @@ def _profile_ranking(
     frame = pd.DataFrame(table)
     kept = result.kept
     if options.prediction_top:
-        top = _top_rows(frame, options.prediction_top)
+        top = ranked_top(frame, options.prediction_top).index.to_numpy()
         missing = [int(r) for r in top if int(r) not in kept]
         if missing:  # ranked by z, or float rounding ordered the batch and the ranking apart
             kept.update(runner.predictions_of(embeddings, missing))
@@ -368,10 +372,11 @@ def _profile_ranking(
     return frame, kept
 
 
-def _top_rows(frame: pd.DataFrame, top: int) -> np.ndarray:
-    """Index of the `top` best-ranked rows (rank order, then library order; unranked never)."""
-    ranked = frame[frame["rank"].notna()]
-    return ranked.sort_values("rank", kind="stable").index.to_numpy()[:top]
+def ranked_top(rows: pd.DataFrame, top: int) -> pd.DataFrame:
+    """The `top` best-ranked rows of one profile's table (rank order, then table order;
+    unranked drugs never)."""
+    ranked = rows[rows["rank"].notna()]
+    return ranked.sort_values("rank", kind="stable").head(top)
 
 
 def score_patient(
@@ -515,7 +520,7 @@ def _pairs_of(runner, cell, genes, tumour, normal, table, options, pairs) -> pd.
 
 
 def _top_predictions(profile, table, predicted, genes, library, options) -> pd.DataFrame:
-    top = _top_rows(table, options.prediction_top)
+    top = ranked_top(table, options.prediction_top).index.to_numpy()
     frames = []
     for j, dose in enumerate(options.doses):
         frame = pd.DataFrame(

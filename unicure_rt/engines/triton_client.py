@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs import DRUG_VECTOR_LENGTH, REFERENCE_DOSES_UM, drug_vectors, load_library
+from unicure_rt.drugs import REFERENCE_DOSES_UM, control_vectors, drug_vectors, load_library
 from unicure_rt.embed import mean_embedding, vocabulary_profiles
 from unicure_rt.inputs import load_patient
 from unicure_rt.scoring import (
@@ -87,7 +87,7 @@ def score_profile(
     signature = tumour_values - normal[present].to_numpy(np.float64)
     control = {
         "cell_embedding": cell[None, :],
-        "drug": np.zeros((1, DRUG_VECTOR_LENGTH), np.float32),
+        "drug": control_vectors(1),
     }
     no_drug = infer("flexpert", control, "expression")[0][genes] if effect == "contrast" else None
     baseline = effect_baseline(effect, tumour_values, no_drug)
