@@ -104,8 +104,8 @@ def finetune_command(
         raise UserError(
             f"{worse} No bundle was exported and nothing was written. Fine-tune on more paired "
             "data or with other --epochs/--patience; leave out --export to keep the checkpoint "
-            "and evaluation only; or add --force to export it anyway (the same seed gives the "
-            "same model, and its MODEL_CARD.md says it is worse)."
+            "and evaluation only; or add --force to export it anyway (its MODEL_CARD.md then "
+            "says that it is worse)."
         )
     with staged_output_dir(out, force=force, inputs=protect, kind="finetune") as staging:
         ft.save_adaptor(result, staging / "checkpoint", base)
