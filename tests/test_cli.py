@@ -208,6 +208,9 @@ def test_embed_profiles_and_cells(tiny_bundle, tcga, shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     adata = anndata.read_h5ad(tmp_path / "cells.h5ad")
     assert adata.obsm["X_unicure"].shape == (184, 1280)
+    progress = result.stderr.splitlines()  # no terminal: plain lines on stderr
+    assert progress[0] == "embedding: started" and progress[1].startswith("embedding: 184/184 (")
+    assert "embedding:" not in result.stdout
 
 
 def test_predict_named_drugs(tiny_bundle, tcga, tmp_path):
@@ -232,8 +235,38 @@ def test_predict_named_drugs(tiny_bundle, tcga, tmp_path):
     predictions = pd.read_parquet(out)
     assert len(predictions) == 10 * 2 * 2
     assert predictions.shape[1] == 3 + 978
+    progress = result.stderr.splitlines()  # no terminal: plain lines per stage on stderr
+    assert progress[0] == "embedding: started" and progress[1].startswith("embedding: 10/10 (")
+    assert progress[2] == "predicting: started" and progress[3].startswith("predicting: 10/10 (")
     bad = invoke("predict", tcga, "--bundle", tiny_bundle, "--drug", "aspirin-not-there")
     assert bad.exit_code == 2 and "not in library" in bad.output
+
+
+def test_predict_json(tiny_bundle, tcga, tmp_path):
+    args = ["--drug", "drug03", "--drug", "drug01+drug02", "--doses", "1", "--draws", "1"]
+    result = invoke("predict", tcga, "--bundle", tiny_bundle, *args, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # stdout holds the JSON and nothing else
+    assert set(summary) == {"predictions", "run"}
+    run = summary["run"]
+    assert set(run) == {"bundle", "seed", "draws", "doses_uM", "effect", "baseline", "out"}
+    assert run["doses_uM"] == [1.0] and run["draws"] == 1 and run["out"] is None
+    assert run["effect"] in ("published", "contrast") and isinstance(run["baseline"], str)
+    assert len(run["bundle"]["manifest_sha256"]) == 64
+    rows = summary["predictions"]
+    assert len(rows) == 10 * 2  # profiles x (one drug + one pair) x one dose
+    assert {row["drug_id"] for row in rows} == {"drug03", "drug01+drug02"}
+    for row in rows:
+        assert set(row) == {"profile", "drug_id", "drug_name", "dose_uM", "largest_changes"}
+        assert isinstance(row["profile"], str) and row["dose_uM"] == 1.0
+        assert row["drug_name"] in ("drug03", "drug01+drug02")
+        assert len(row["largest_changes"]) == 5
+        for change in row["largest_changes"]:
+            assert set(change) == {"gene", "change"} and isinstance(change["change"], float)
+        sizes = [abs(c["change"]) for c in row["largest_changes"]]
+        assert sizes == sorted(sizes, reverse=True)
+    assert "drug pair" in " ".join(result.stderr.split())  # the pair caveat, on stderr
+    assert "started" not in result.stderr  # --json: no progress
 
 
 def test_info_json(tiny_bundle):

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import warnings
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -321,6 +322,26 @@ def test_the_walk_finds_every_command():
     names = {" ".join(path) for path, _ in ALL_COMMANDS}
     assert {"score", "embed", "predict", "stratify", "drugs build", "drugs import"} <= names
     assert len(names) >= 10
+
+
+# What typer's rich help shows when it is not turned off, and markup left in a help text.
+HELP_ARTEFACTS = ("<bool>", "<int range>", "…", "╭", "\\[", "[/")
+
+
+@pytest.mark.parametrize(
+    "path", [(), ("drugs",), ("kit",), *(p for p, _ in ALL_COMMANDS)], ids=" ".join
+)
+def test_every_help_reads_cleanly(path):
+    result = runner.invoke(app, [*path, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    found = [artefact for artefact in HELP_ARTEFACTS if artefact in result.output]
+    assert not found, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80, result.output
+    usage, blank, *rest = result.output.splitlines()
+    assert usage.startswith("Usage: unicure-rt") and blank == ""
+    description = rest[: rest.index("")]
+    for line, following in pairwise(description):  # each line filled: no break of its own
+        assert len(line) + 1 + len(following.split()[0]) > 80, result.output
 
 
 @pytest.mark.parametrize("path", [p for p, _ in ALL_COMMANDS], ids=" ".join)

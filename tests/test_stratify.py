@@ -1,5 +1,7 @@
 """Stratification: planted strata are found, the outputs are complete, bad rankings are refused."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +9,14 @@ from typer.testing import CliRunner
 
 from unicure_rt.cli.app import app
 from unicure_rt.errors import UserError
-from unicure_rt.stratify import read_ranking, standardised_log_ranks, stratify
+from unicure_rt.stratify import (
+    SIGNIFICANT_FDR,
+    SMALLEST_STRATUM,
+    read_ranking,
+    standardised_log_ranks,
+    strata_warnings,
+    stratify,
+)
 
 runner = CliRunner()
 
@@ -164,3 +173,41 @@ def test_unranked_drugs_are_dropped_and_text_ranks_refused(tmp_path):
     table.assign(rank=["1", "two", "2", "2", "1", ""]).to_csv(path, index=False)
     with pytest.raises(UserError, match="not finite numbers"):
         read_ranking(path)
+
+
+def test_planted_strata_warn_of_nothing_and_report_progress(tmp_path):
+    planted_ranking().to_parquet(tmp_path / "ranking.parquet")
+    out = tmp_path / "strata"
+    result = runner.invoke(app, ["stratify", str(tmp_path), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["warnings"] == [] and "Warning" not in result.stderr
+    assert json.loads((out / "run.json").read_text())["warnings"] == []
+    shown = runner.invoke(app, ["stratify", str(tmp_path), "--out", str(tmp_path / "again")])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stderr.splitlines()  # no terminal: plain progress lines on stderr
+    assert lines[0] == "clustering: started"
+    assert lines[1].startswith("clustering: 9/9 (")  # k = 2..10 for 12 profiles
+
+
+def test_five_samples_in_three_strata_are_warned_about(tmp_path):
+    planted_ranking(n_per_group=3, seed=1).query("profile != 'B2'").to_parquet(
+        tmp_path / "ranking.parquet"
+    )
+    out = tmp_path / "strata"
+    result = runner.invoke(app, ["stratify", str(tmp_path), "--out", str(out), "--k", "3"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "run.json").read_text())
+    sizes = record["cluster_sizes"]
+    small = [c for c, n in sizes.items() if n < SMALLEST_STRATUM]
+    assert small and any("fewer than 3 profiles" in note for note in record["warnings"])
+    stderr = " ".join(result.stderr.split())
+    assert "Warning: Strat" in stderr and f"{small[0]} ({sizes[small[0]]} profile" in stderr
+
+
+def test_no_significant_drug_is_warned_about():
+    strata = stratify(planted_ranking())
+    assert strata_warnings(strata) == []
+    strata.differential["fdr"] = SIGNIFICANT_FDR
+    (note,) = strata_warnings(strata)
+    assert f"FDR < {SIGNIFICANT_FDR:g}" in note and "smallest FDR 0.25" in note

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -10,6 +10,7 @@ import pandas as pd
 
 from unicure_rt.bundle import Bundle
 from unicure_rt.inputs import PatientProfiles
+from unicure_rt.progress import Progress, no_progress
 from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.tokenizer import Tokenizer
 
@@ -33,17 +34,18 @@ def embed_profiles(
     seed: int,
     draws: int = 1,
     batch_size: int = 16,
-    on_batch: Callable[[int], None] = lambda n: None,
+    progress: Progress = no_progress,
 ) -> np.ndarray:
     """Cell embeddings of every draw: `float32[n_profiles, draws, cell_dim]`.
 
     Reads `profiles` (index = profile ids, columns = gene symbols, log2 scale). Sentences are
     seeded per (seed, profile id, draw), so results do not depend on batch size or on which
-    other profiles are scored.
+    other profiles are scored. Reports ("embedding", profiles done, profiles) to `progress`.
     """
     values = vocabulary_profiles(tokenizer, profiles)
     ids: Sequence[str] = [str(i) for i in profiles.index]
     outputs = []
+    progress("embedding", 0, len(ids))
     for start in range(0, len(ids), batch_size):
         tokens, mask = tokenizer.encode(
             values[start : start + batch_size],
@@ -52,7 +54,7 @@ def embed_profiles(
             draws=draws,
         )
         outputs.append(session.run(["cell_embedding"], {"tokens": tokens, "mask": mask})[0])
-        on_batch(len(ids[start : start + batch_size]))
+        progress("embedding", min(start + batch_size, len(ids)), len(ids))
     embeddings = np.concatenate(outputs)
     return embeddings.reshape(len(ids), draws, -1)
 
@@ -71,7 +73,13 @@ def mean_embedding(draw_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def embedding_table(
-    bundle: Bundle, profiles: PatientProfiles, *, seed: int, draws: int, runtime: RuntimeOptions
+    bundle: Bundle,
+    profiles: PatientProfiles,
+    *,
+    seed: int,
+    draws: int,
+    runtime: RuntimeOptions,
+    progress: Progress = no_progress,
 ) -> pd.DataFrame:
     """One row per profile: its obs columns, the draws' spread, and `emb_0000`... columns.
 
@@ -79,7 +87,9 @@ def embedding_table(
     """
     session, provider = create_session(bundle.graph_path("backbone"), runtime)
     tokenizer = Tokenizer.from_spec(bundle.tokenizer)
-    draw_embeddings = embed_profiles(session, tokenizer, profiles.tumour, seed=seed, draws=draws)
+    draw_embeddings = embed_profiles(
+        session, tokenizer, profiles.tumour, seed=seed, draws=draws, progress=progress
+    )
     embeddings, spread = mean_embedding(draw_embeddings)
     columns = [f"emb_{i:04d}" for i in range(embeddings.shape[1])]
     table = pd.DataFrame(embeddings, columns=columns, index=profiles.tumour.index)

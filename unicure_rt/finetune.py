@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +26,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from unicure_rt.bundle import MANIFEST, Bundle, creation_time, write_manifest
+from unicure_rt.bundle import MANIFEST, Bundle, creation_time, sha256_file, write_manifest
 from unicure_rt.drugs import drug_vectors, encode_smiles
 from unicure_rt.embed import embed_profiles
 from unicure_rt.errors import UserError
 from unicure_rt.genes import resolve_gene_ids
 from unicure_rt.outputs import staged_output_dir
+from unicure_rt.progress import Progress, no_progress
 from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.score import resolve_library
 from unicure_rt.tokenizer import Tokenizer
@@ -40,6 +41,11 @@ from unicure_rt.train.losses import stage2_loss
 
 CONTROL = "control"
 ADAPTOR_WEIGHTS, ADAPTOR_CONFIG = "adaptor.safetensors", "adaptor.json"
+MODEL_CARD, BASE_MODEL_CARD = "MODEL_CARD.md", "BASE_MODEL_CARD.md"
+METRICS = ("pearson", "spearman", "r2", "delta_pearson_top10", "delta_pearson_all")
+# What decides "better than the base": the correlation of predicted and measured drug effects
+# (treated - baseline) over all measured genes, the quantity a reversal score is built from.
+DECIDING_METRIC = "delta_pearson_all"
 
 
 class ResidualAdaptor(nn.Module):
@@ -144,7 +150,14 @@ def read_paired(
         control_ids=[str(i) for i in frame.index[control_rows]],
         control_groups=list(groups[control_rows]),
         conditions=conditions,
-        qc={"gene_ids": report, "n_controls": len(control_rows), "n_conditions": len(conditions)},
+        qc={
+            "source": {"file": Path(path).name, "sha256": sha256_file(Path(path))},
+            "gene_ids": report,
+            "output_genes_measured": int(present.sum()),
+            "n_groups": len(set(groups)),
+            "n_controls": len(control_rows),
+            "n_conditions": len(conditions),
+        },
     )
 
 
@@ -207,9 +220,12 @@ class FinetuneResult:
 
 
 def frozen_predictions(
-    bundle: Bundle, data: PairedData, options: FinetuneOptions
+    bundle: Bundle, data: PairedData, options: FinetuneOptions, progress: Progress = no_progress
 ) -> list[np.ndarray]:
-    """The bundle's prediction for every condition, from each of its group's baseline profiles."""
+    """The bundle's prediction for every condition, from each of its group's baseline profiles.
+
+    Reports the stages "embedding" (baseline profiles) and "predicting" (conditions).
+    """
     tokenizer = Tokenizer.from_spec(bundle.tokenizer)
     backbone, _ = create_session(bundle.graph_path("backbone"), options.runtime)
     flexpert, _ = create_session(bundle.graph_path("flexpert"), options.runtime)
@@ -217,14 +233,15 @@ def frozen_predictions(
         np.nan_to_num(data.controls), index=data.control_ids, columns=bundle.genes
     ).loc[:, data.genes_present]
     embeddings = embed_profiles(
-        backbone, tokenizer, controls, seed=options.seed, draws=options.draws
+        backbone, tokenizer, controls, seed=options.seed, draws=options.draws, progress=progress
     )
     embeddings = embeddings.mean(axis=1)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     drugs = sorted({c.drug for c in data.conditions})
     drug_embedding = dict(zip(drugs, _drug_embeddings(bundle, drugs), strict=True))
     predictions = []
-    for condition in data.conditions:
+    progress("predicting", 0, len(data.conditions))
+    for done, condition in enumerate(data.conditions, 1):
         cells = embeddings[condition.control_rows].astype(np.float32)
         vectors = drug_vectors(
             np.repeat(drug_embedding[condition.drug][None], len(cells), 0), condition.dose_um
@@ -232,6 +249,7 @@ def frozen_predictions(
         predictions.append(
             flexpert.run(["expression"], {"cell_embedding": cells, "drug": vectors})[0]
         )
+        progress("predicting", done, len(data.conditions))
     return predictions
 
 
@@ -274,11 +292,15 @@ def finetune(
     bundle: Bundle,
     data: PairedData,
     options: FinetuneOptions,
-    progress: Callable[[int, int, float], None] = lambda epoch, total, loss: None,
+    progress: Progress = no_progress,
 ) -> FinetuneResult:
-    """Train the residual adaptor on the train split, early-stopped on the validation split."""
+    """Train the residual adaptor on the train split, early-stopped on the validation split.
+
+    Reports the stages of `frozen_predictions`, then ("fine-tuning", epoch, most epochs,
+    detail = the validation loss) and, at the end, (epochs run, epochs run, the best loss).
+    """
     torch.manual_seed(options.seed)
-    predictions = frozen_predictions(bundle, data, options)
+    predictions = frozen_predictions(bundle, data, options, progress)
     split = split_conditions(len(data.conditions), options)
     genes = torch.from_numpy(data.genes_present)
     base = torch.from_numpy(np.concatenate(predictions)).float()
@@ -316,13 +338,14 @@ def finetune(
         history.append(
             {"epoch": epoch, "train_loss": float(loss.detach()), "validation_loss": validation}
         )
-        progress(epoch, options.epochs, validation)
+        progress("fine-tuning", epoch, options.epochs, f"validation loss {validation:.4f}")
         if validation < best - 1e-6:
             best, best_state, waited = validation, copy.deepcopy(adaptor.state_dict()), 0
         else:
             waited += 1
             if waited >= options.patience:
                 break
+    progress("fine-tuning", len(history), len(history), f"best validation loss {best:.4f}")
     adaptor.load_state_dict(best_state)
     adaptor.eval()
     evaluation = evaluate(adaptor, predictions, data, split)
@@ -351,6 +374,87 @@ def evaluate(adaptor, predictions, data: PairedData, split) -> pd.DataFrame:
             rows.append({"model": model, **condition_metrics(pred.mean(0)[genes], real, ctrl)})
     table = pd.DataFrame(rows).groupby("model", sort=False).mean()
     return table.assign(n_conditions=len(split["test"])).reset_index()
+
+
+def worse_than_base(evaluation: pd.DataFrame) -> str | None:
+    """Why the fine-tuned model is worse than its base on the held-out conditions (lower mean
+    `DECIDING_METRIC`), or None when it is not."""
+    means = evaluation.set_index("model")[DECIDING_METRIC]
+    base, tuned = float(means["base"]), float(means["fine-tuned"])
+    if not (tuned < base or (math.isnan(tuned) and not math.isnan(base))):
+        return None
+    return (
+        f"The fine-tuned model is worse than its base on its "
+        f"{int(evaluation['n_conditions'].iloc[0])} held-out conditions: {DECIDING_METRIC} "
+        f"(how well the predicted drug effects correlate with the measured ones) is {tuned:.3f}, "
+        f"against {base:.3f} for the base."
+    )
+
+
+def render_card(bundle: Bundle, result: FinetuneResult, parity: dict) -> str:
+    """MODEL_CARD.md of a fine-tuned bundle: the base it came from, the data, what changed and
+    the evaluation on the held-out conditions."""
+    record, qc = result.record, result.record["data_qc"]
+    options, sizes = record["options"], record["split_sizes"]
+    source = qc.get("source", {})
+    rows = [
+        f"| {row['model']} | " + " | ".join(f"{row[m]:.3f}" for m in METRICS) + " |"
+        for row in result.evaluation.to_dict(orient="records")
+    ]
+    verdict = worse_than_base(result.evaluation) or (
+        f"The fine-tuned model is at least as good as its base on {DECIDING_METRIC}."
+    )
+    return "\n".join(
+        [
+            "# Fine-tuned UniCure bundle",
+            "",
+            f"Made by `unicure-rt finetune` on {creation_time()} from the base bundle with "
+            f"manifest sha256 `{bundle.sha256}`. "
+            + (
+                f"The base bundle's own card is kept as `{BASE_MODEL_CARD}`: "
+                if MODEL_CARD in bundle.manifest["files"]
+                else "The base bundle has no model card, but "
+            )
+            + "its model, training data and limits still apply, since only the final adaptor "
+            "below is new.",
+            "",
+            "## Data",
+            "",
+            f"- Paired file: `{source.get('file', '?')}` (sha256 `{source.get('sha256', '?')}`)",
+            f"- {qc.get('n_groups', '?')} group(s) (patient-derived models or cell lines), "
+            f"{qc['n_controls']} baseline profile(s), {qc['n_conditions']} treated condition(s) "
+            "(group x drug x dose)",
+            f"- Output genes measured: {qc.get('output_genes_measured', '?')} of "
+            f"{len(bundle.genes)}",
+            f"- Conditions split at random (seed {options['seed']}): {sizes['train']} train, "
+            f"{sizes['validation']} validation (early stopping), {sizes['test']} held out "
+            "(evaluation below)",
+            "",
+            "## What changed",
+            "",
+            "`flexpert.onnx` now ends in a residual adaptor, expression + Linear(genes, "
+            f"{options['hidden']}) -> ReLU -> Dropout -> Linear({options['hidden']}, genes), "
+            "trained with the published stage-2 loss on the frozen model's predictions for "
+            f"{record['epochs_run']} epoch(s) (at most {options['epochs']}, patience "
+            f"{options['patience']}, learning rate {options['learning_rate']:g}); the best "
+            f"validation loss was {record['best_validation_loss']:.4f}. The cell embedding "
+            "model, the tokenizer, the drug encoder and the drug library are the base's. The "
+            "folded graph matches FlexPert + adaptor within "
+            f"{parity['max_abs']:.2g} (largest absolute difference).",
+            "",
+            "## Evaluation on the held-out conditions",
+            "",
+            "Means over the held-out conditions of the predicted against the measured treated "
+            "profile; delta_* correlate the effects (treated - baseline).",
+            "",
+            "| model | " + " | ".join(METRICS) + " |",
+            "|---" * (len(METRICS) + 1) + "|",
+            *rows,
+            "",
+            verdict,
+            "",
+        ]
+    )
 
 
 def _rename(graph, old: str, new: str) -> None:
@@ -429,11 +533,13 @@ def _adaptor_parity(
 def export_finetuned(
     bundle: Bundle, result: FinetuneResult, out: Path, *, force: bool = False
 ) -> dict:
-    """Copy the base bundle, fold the adaptor into `flexpert.onnx`, check parity, re-hash."""
+    """Copy the base bundle, fold the adaptor into `flexpert.onnx`, check parity, write the
+    fine-tuned bundle's MODEL_CARD.md (the base's kept as BASE_MODEL_CARD.md), re-hash."""
     with staged_output_dir(out, force=force, inputs=[bundle.path], kind="bundle") as staging:
         for rel in bundle.manifest["files"]:
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(bundle.path / rel, staging / rel)
+            target = staging / (BASE_MODEL_CARD if rel == MODEL_CARD else rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(bundle.path / rel, target)
         flexpert = staging / bundle.manifest["graphs"]["flexpert"]["path"]
         scratch = staging.parent / f".{staging.name}.adaptor"
         scratch.mkdir()
@@ -452,6 +558,7 @@ def export_finetuned(
             },
         }
         manifest["parity"] = [*manifest.get("parity", []), parity]
+        (staging / MODEL_CARD).write_text(render_card(bundle, result, parity))
         manifest = write_manifest(staging, manifest)
     return manifest
 

@@ -12,6 +12,7 @@ from unicure_rt.bundle import Bundle
 from unicure_rt.drugs import combination_vectors, control_vectors, drug_vectors
 from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.inputs import PatientProfiles
+from unicure_rt.progress import Progress, no_progress
 from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.tokenizer import Tokenizer
 
@@ -52,6 +53,7 @@ def predict_expression(
     runtime: RuntimeOptions,
     no_drug: bool = False,
     pairs: Sequence[DrugPair] = (),
+    progress: Progress = no_progress,
 ) -> pd.DataFrame:
     """One row per profile x drug x dose: `profile`, `drug_id`, `dose_uM`, then one column per
     output gene with the predicted treated expression (log2 scale of the training data).
@@ -59,15 +61,19 @@ def predict_expression(
     With `no_drug`, each profile also gets a row `drug_id = NO_DRUG` (dose NaN): the prediction
     for the control vector (528 zeros), the baseline of the contrast effect. Each of `pairs`
     gets rows `drug_id = pair.label`, both arms at each dose (`pair_expression`).
-    Reads `profiles.tumour`; the normal reference is not used.
+    Reads `profiles.tumour`; the normal reference is not used. Reports the stages
+    "embedding" and "predicting" (profiles done, profiles) to `progress`.
     """
     backbone, _ = create_session(bundle.graph_path("backbone"), runtime)
     flexpert, _ = create_session(bundle.graph_path("flexpert"), runtime)
     tokenizer = Tokenizer.from_spec(bundle.tokenizer)
-    draw_embeddings = embed_profiles(backbone, tokenizer, profiles.tumour, seed=seed, draws=draws)
+    draw_embeddings = embed_profiles(
+        backbone, tokenizer, profiles.tumour, seed=seed, draws=draws, progress=progress
+    )
     cells, _spread = mean_embedding(draw_embeddings)
     frames = []
-    for profile, cell in zip(profiles.tumour.index, cells, strict=True):
+    progress("predicting", 0, len(cells))
+    for done, (profile, cell) in enumerate(zip(profiles.tumour.index, cells, strict=True), 1):
         if no_drug:
             expression = flexpert.run(
                 ["expression"], {"cell_embedding": cell[None, :], "drug": control_vectors(1)}
@@ -91,6 +97,7 @@ def predict_expression(
                 frame.insert(1, "drug_id", ids)
                 frame.insert(2, "dose_uM", float(dose))
                 frames.append(frame)
+        progress("predicting", done, len(cells))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -101,9 +108,9 @@ def largest_changes(
     n: int = 5,
     *,
     effect: str = "published",
-) -> list[str]:
-    """For each drug row of `predictions`, the `n` genes with the largest predicted change
-    (text): |predicted - input| for the published effect, |predicted - predicted(no drug)| for
+) -> list[list[tuple[str, float]]]:
+    """For each drug row of `predictions`, the `n` (gene, change) with the largest predicted
+    |change|: predicted - input for the published effect, predicted - predicted(no drug) for
     the contrast (which needs the `NO_DRUG` rows of `predict_expression(no_drug=True)`)."""
     drugs = predictions[predictions["drug_id"] != NO_DRUG]
     if effect == "contrast":
@@ -115,6 +122,4 @@ def largest_changes(
         baseline = profiles.tumour.loc[drugs["profile"], present].to_numpy()
     change = drugs[present].to_numpy() - baseline
     order = np.argsort(-np.abs(change), axis=1)[:, :n]
-    return [
-        ", ".join(f"{present[j]} {change[i, j]:+.2f}" for j in row) for i, row in enumerate(order)
-    ]
+    return [[(present[j], float(change[i, j])) for j in row] for i, row in enumerate(order)]

@@ -6,7 +6,7 @@ import hashlib
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from unicure_rt.embed import embed_profiles, mean_embedding
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import PatientProfiles, check_coverage, gene_coverage
 from unicure_rt.outputs import staged_output_dir
+from unicure_rt.progress import Progress, no_progress
 from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.scoring import (
@@ -43,9 +44,6 @@ from unicure_rt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from unicure_rt.combinations import PairOptions
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
 
 DEFAULT_PERMUTATIONS = 1000
 
@@ -385,7 +383,7 @@ def score_patient(
     *,
     library: DrugLibrary,
     options: ScoreOptions,
-    progress: Progress = lambda stage, done, total: None,
+    progress: Progress = no_progress,
     pairs: PairOptions | None = None,
 ) -> ScoreResult:
     """Rank every drug of `library` for every tumour profile of `patient`.
@@ -421,21 +419,13 @@ def score_patient(
 
     t0 = time.perf_counter()
     n_profiles = len(patient.tumour)
-    progress("embedding", 0, n_profiles)
-    done = 0
-
-    def embedded(n: int) -> None:
-        nonlocal done
-        done += n
-        progress("embedding", done, n_profiles)
-
     draws = embed_profiles(
         backbone,
         tokenizer,
         patient.tumour,
         seed=options.seed,
         draws=options.draws,
-        on_batch=embedded,
+        progress=progress,
     )
     embeddings, spread = mean_embedding(draws)
     timings["embedding_s"] = time.perf_counter() - t0

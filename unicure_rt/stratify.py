@@ -15,9 +15,15 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.errors import UserError
+from unicure_rt.progress import Progress, no_progress
 from unicure_rt.scoring import drug_labels
 
 K_RANGE = range(2, 11)
+# Below 3 profiles a stratum is one or two patients, outliers rather than a group, and its
+# rank tests have little power: the smallest two-sided Mann-Whitney p of 1 profile against m
+# others is 2/(m+1), of 2 profiles 4/((m+1)(m+2)) (not below 0.05 for m <= 7).
+SMALLEST_STRATUM = 3
+SIGNIFICANT_FDR = 0.25  # the usual screening threshold for the differential drugs
 
 
 @dataclass
@@ -87,8 +93,13 @@ def standardised_log_ranks(matrix: pd.DataFrame) -> np.ndarray:
     return np.where(varies, (logged - logged.mean(axis=0)) / np.where(varies, sd, 1.0), 0.0)
 
 
-def stratify(ranking: pd.DataFrame, *, k: int | None = None, seed: int = 0) -> Strata:
-    """Cluster the profiles of a ranking and find the drugs whose ranks differ between clusters."""
+def stratify(
+    ranking: pd.DataFrame, *, k: int | None = None, seed: int = 0, progress: Progress = no_progress
+) -> Strata:
+    """Cluster the profiles of a ranking and find the drugs whose ranks differ between clusters.
+
+    Reports ("clustering", values of k done, values of k) to `progress`.
+    """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     from sklearn.metrics import silhouette_score
@@ -105,12 +116,14 @@ def stratify(ranking: pd.DataFrame, *, k: int | None = None, seed: int = 0) -> S
     if k is not None and k not in candidates:
         raise UserError(f"--k must be between 2 and {min(10, n - 1)} for {n} profiles (got {k}).")
     rows, labels = [], {}
-    for c in candidates:
+    progress("clustering", 0, len(candidates))
+    for done, c in enumerate(candidates, 1):
         model = KMeans(n_clusters=c, n_init=10, random_state=seed).fit(features)
         labels[c] = model.labels_
         distinct = len(set(model.labels_))
         silhouette = silhouette_score(features, model.labels_) if 1 < distinct < n else np.nan
         rows.append({"k": c, "inertia": float(model.inertia_), "silhouette": float(silhouette)})
+        progress("clustering", done, len(candidates))
     selection = pd.DataFrame(rows)
     chosen = k if k is not None else int(selection.loc[selection["silhouette"].idxmax(), "k"])
     selection["chosen"] = selection["k"] == chosen
@@ -124,6 +137,33 @@ def stratify(ranking: pd.DataFrame, *, k: int | None = None, seed: int = 0) -> S
     names = ranking.drop_duplicates("drug_id").set_index("drug_id")
     differential = differential_drugs(matrix, labels[chosen] + 1, names.get("drug_name"))
     return Strata(clusters, selection, differential, chosen)
+
+
+def strata_warnings(strata: Strata) -> list[str]:
+    """What a reader of the strata must know before trusting them: strata smaller than
+    `SMALLEST_STRATUM` profiles, and no differential drug below `SIGNIFICANT_FDR`."""
+    sizes = strata.clusters["cluster"].value_counts().sort_index()
+    small = sizes[sizes < SMALLEST_STRATUM]
+    notes = []
+    if len(small):
+        listed = ", ".join(
+            f"{cluster} ({n} profile{'s' * (n > 1)})" for cluster, n in small.items()
+        )
+        several = len(small) > 1
+        notes.append(
+            f"{'Strata' if several else 'Stratum'} {listed} {'have' if several else 'has'} "
+            f"fewer than {SMALLEST_STRATUM} profiles at k = {strata.k}: one or two patients "
+            "are outliers rather than a group, and their rank tests have little power. Score "
+            "more samples, or choose a smaller --k."
+        )
+    if not (strata.differential["fdr"] < SIGNIFICANT_FDR).any():
+        notes.append(
+            f"No drug differs between the strata at FDR < {SIGNIFICANT_FDR:g} (smallest FDR "
+            f"{strata.differential['fdr'].min():.2g}): the strata are not separated by any "
+            "drug's rank, so read them as a partition of the samples, not as drug-response "
+            "groups."
+        )
+    return notes
 
 
 def differential_drugs(

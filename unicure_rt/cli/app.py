@@ -27,6 +27,9 @@ app = typer.Typer(
     help="Offline UniCure inference: rank drugs for patients, export models, build drug libraries.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help (click's layout): rich panels print `<bool>` on flags, cut long values with
+    # '…' in narrow terminals and read '[extra]' as markup.
+    rich_markup_mode=None,
 )
 
 

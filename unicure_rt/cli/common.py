@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from unicure_rt.errors import UserError
+from unicure_rt.progress import Progress as StageProgress
 
 console = Console()
 error_console = Console(stderr=True)
@@ -158,9 +159,17 @@ class LineProgress:
         self.out.print(f"{description}: started", markup=False, highlight=False)
         return task
 
-    def update(self, task: int, *, completed: float, total: float | None = None) -> None:
+    def update(
+        self,
+        task: int,
+        *,
+        completed: float,
+        total: float | None = None,
+        description: str | None = None,
+    ) -> None:
         entry = self.tasks[task]
         entry["total"] = total if total is not None else entry["total"]
+        entry["name"] = description if description is not None else entry["name"]
         now, done = time.monotonic(), entry["total"] is not None and completed >= entry["total"]
         if done or now - entry["shown"] >= self.every:
             entry["shown"] = now
@@ -184,3 +193,20 @@ def progress_bar(disabled: bool, label_width: int = 10) -> Progress | LineProgre
         transient=True,
         disable=disabled,
     )
+
+
+@contextlib.contextmanager
+def stage_progress(disabled: bool, label_width: int = 10) -> Iterator[StageProgress]:
+    """`progress_bar` as the `(stage, done, total)` callback that the library functions call:
+    one bar (or run of log lines) per stage, the stage's label followed by an optional
+    `detail` (e.g. a loss)."""
+    with progress_bar(disabled, label_width) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int, detail: str = "") -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            label = f"{stage} {detail}" if detail else stage
+            progress.update(tasks[stage], completed=done, total=total, description=label)
+
+        yield on_progress

@@ -14,6 +14,7 @@ from unicure_rt import drugs
 from unicure_rt.cli.common import report_errors
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help, as the main app (cli/app.py)
     help=(
         "Make drug libraries: embed SMILES with a bundle's drug encoder (build) or import "
         "precomputed embeddings such as the published Uni-Mol table (import)."
@@ -99,6 +100,7 @@ def build(
     smiles_table: Annotated[
         Path,
         typer.Argument(
+            metavar="SMILES_TABLE",
             help="CSV/TSV (.gz allowed) or Parquet table with one drug per row and a SMILES "
             "column.",
             show_default=False,
@@ -143,6 +145,7 @@ def import_(
     table: Annotated[
         Path,
         typer.Argument(
+            metavar="TABLE",
             help="CSV/TSV (.gz allowed) or Parquet table: one row per drug, an id column (or "
             "index) and the embedding as numeric columns.",
             show_default=False,

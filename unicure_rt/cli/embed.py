@@ -11,7 +11,7 @@ from rich.markup import escape
 from unicure_rt import __version__
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.bundle_pin import BundlePin
-from unicure_rt.cli.common import bundle_line, console, report_errors
+from unicure_rt.cli.common import bundle_line, console, report_errors, stage_progress
 from unicure_rt.cli.options import (
     BundleOpt,
     BundleSha256Opt,
@@ -91,8 +91,10 @@ def embed(
         min_cells=1 if per_observation else min_cells,
     )
     runtime = RuntimeOptions(device=device, threads=threads)
-    with console.status(f"embedding {len(profiles.tumour)} profile(s)"):
-        table = embedding_table(loaded, profiles, seed=seed, draws=draws, runtime=runtime)
+    with stage_progress(False) as on_progress:
+        table = embedding_table(
+            loaded, profiles, seed=seed, draws=draws, runtime=runtime, progress=on_progress
+        )
     with staged_output_file(out, force=force, inputs=protect) as target:
         if per_observation:
             import anndata

@@ -27,7 +27,11 @@ class Precision(str, Enum):
 @report_errors
 def export(
     checkpoint: Annotated[
-        Path, typer.Argument(help="Published .pth state dict, or a native checkpoint directory.")
+        Path,
+        typer.Argument(
+            metavar="CHECKPOINT",
+            help="Published .pth state dict, or a native checkpoint directory.",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
     layout: Annotated[
@@ -50,7 +54,12 @@ def export(
     ] = None,
     n_heads: Annotated[
         int | None,
-        typer.Option("--n-heads", help="Attention heads (reference layout; default 20)."),
+        typer.Option(
+            "--n-heads",
+            metavar="N",
+            help="Attention heads (reference layout): 20 for the published width (d_model "
+            "1280); required for any other width, which a checkpoint does not record.",
+        ),
     ] = None,
     precision: Annotated[
         Precision,

@@ -33,7 +33,10 @@ def bundle_summary(path: Path | None) -> dict:
 @report_errors
 def info(
     bundle: Annotated[
-        Path | None, typer.Argument(help="Bundle directory (default: the bundled demo model).")
+        Path | None,
+        typer.Argument(
+            metavar="BUNDLE", help="Bundle directory (default: the bundled demo model)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:

@@ -15,6 +15,7 @@ from unicure_rt.kit import PLATFORMS, SUPPORTED_PYTHONS, KitOptions, build_kit
 from unicure_rt.kit_verify import verify_kit
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help, as the main app (cli/app.py)
     help=(
         "Offline deployment. On a connected machine `kit --out KIT` writes a folder with the "
         "wheels, bundles, install script, SBOM and MANIFEST; on the clinic machine `sh "
@@ -45,7 +46,9 @@ def kit_command(
     ] = ",".join(SUPPORTED_PYTHONS),
     bundles: Annotated[
         list[Path] | None,
-        typer.Option("--bundle", help="Bundle to ship (repeat; default: the bundled model)."),
+        typer.Option(
+            "--bundle", metavar="DIR", help="Bundle to ship (repeat; default: the bundled model)."
+        ),
     ] = None,
     force: ForceOpt = False,
 ) -> None:
@@ -74,7 +77,9 @@ def kit_command(
 @app.command("verify")
 @report_errors
 def verify_command(
-    kit: Annotated[Path, typer.Argument(help="Kit folder written by `unicure-rt kit`.")],
+    kit: Annotated[
+        Path, typer.Argument(metavar="KIT", help="Kit folder written by `unicure-rt kit`.")
+    ],
     manifest_sha256: Annotated[
         str | None,
         typer.Option(

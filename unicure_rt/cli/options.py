@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-InputArg = Annotated[Path, typer.Argument(help="Patient file: .h5ad, or a CSV/TSV/Parquet table.")]
+InputArg = Annotated[
+    Path, typer.Argument(metavar="INPUT", help="Patient file: .h5ad, or a CSV/TSV/Parquet table.")
+]
 BundleOpt = Annotated[
     Path | None,
     typer.Option("--bundle", help="Bundle directory (default: the bundled demo model)."),
@@ -49,21 +51,30 @@ GroupKeyOpt = Annotated[
     str | None, typer.Option("--group-key", help="obs column that splits samples into groups.")
 ]
 MinCellsOpt = Annotated[
-    int, typer.Option("--min-cells", min=1, help="Smallest group of cells that is scored.")
+    int,
+    typer.Option("--min-cells", min=1, metavar="N", help="Smallest group of cells that is scored."),
 ]
 SeedOpt = Annotated[
     int,
-    typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the cell-sentence sampling."),
+    typer.Option(
+        "--seed", min=0, max=2**32 - 1, metavar="N", help="Seed of the cell-sentence sampling."
+    ),
 ]
 DrawsOpt = Annotated[
-    int, typer.Option("--draws", min=1, help="Cell sentences per profile (embeddings averaged).")
+    int,
+    typer.Option(
+        "--draws", min=1, metavar="N", help="Cell sentences per profile (embeddings averaged)."
+    ),
 ]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (TensorRT, CUDA, then CPU), cpu, cuda or tensorrt.")
 ]
 Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Half precision on TensorRT.")]
 ThreadsOpt = Annotated[
-    int, typer.Option("--threads", min=0, help="CPU threads for ONNX Runtime (0 = all cores).")
+    int,
+    typer.Option(
+        "--threads", min=0, metavar="N", help="CPU threads for ONNX Runtime (0 = all cores)."
+    ),
 ]
 
 
@@ -102,6 +113,7 @@ PermutationsOpt = Annotated[
         "--permutations",
         min=0,
         max=100_000,
+        metavar="N",
         help="Gene-shuffled copies of each signature that make every drug's null (z, p_value "
         "and BH fdr columns); 0 = no null.",
     ),

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.bundle_pin import BundlePin
-from unicure_rt.cli.common import bundle_line, console, parse_doses, report_errors
+from unicure_rt.cli.common import (
+    bundle_line,
+    console,
+    error_console,
+    parse_doses,
+    report_errors,
+    stage_progress,
+)
 from unicure_rt.cli.options import (
     BundleOpt,
     BundleSha256Opt,
@@ -56,6 +65,7 @@ def predict(
         list[str] | None,
         typer.Option(
             "--drug",
+            metavar="NAME",
             help="Drug id or name from the library (repeatable); A+B for a pair, predicted in "
             "both orders and averaged, both arms at each dose.",
         ),
@@ -64,6 +74,7 @@ def predict(
         list[str] | None,
         typer.Option(
             "--smiles",
+            metavar="SMILES",
             help="SMILES of a new compound (repeatable; RDKit encoders); 'S1+S2' for a pair "
             "(charges inside [...] are not separators).",
         ),
@@ -89,6 +100,10 @@ def predict(
     bundle_sha256: BundleSha256Opt = None,
     bundle_signature: BundleSignatureOpt = None,
     trusted_key: TrustedKeyOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print each prediction's largest changes as JSON on stdout."),
+    ] = False,
 ) -> None:
     """Predict the treated expression of every profile of INPUT under the given drugs (or drug
     pairs, A+B) and doses."""
@@ -104,15 +119,17 @@ def predict(
     effect, _rank_by = scoring_choice(loaded, effect, None)
     if effect not in EFFECTS:
         raise UserError(f"Unknown --effect '{effect}'. Choose {' or '.join(EFFECTS)}.")
-    ids, parts, pairs = [], [], []
+    ids, parts, pairs, names = [], [], [], {}
     if drug:
         library = resolve_library(loaded, drugs)
         arms = [library_arms(library, key) for key in drug]
         rows = [found[0] for found in arms if len(found) == 1]
         ids += [library.ids[i] for i in rows]
+        names.update({library.ids[i]: library.names[i] for i in rows})
         parts.append(library.embeddings[rows])
         for a, b in (found for found in arms if len(found) == 2):
             label = f"{library.ids[a]}+{library.ids[b]}"
+            names[label] = f"{library.names[a]}+{library.names[b]}"
             pairs.append(DrugPair(label, library.embeddings[a], library.embeddings[b]))
     if smiles:
         split = [smiles_arms(text) for text in smiles]
@@ -132,38 +149,88 @@ def predict(
         group_key=group_key,
         min_cells=min_cells,
     )
-    predictions = predict_expression(
-        loaded,
-        profiles,
-        ids,
-        np.concatenate(parts).astype(np.float32) if ids else np.zeros((0, 1), np.float32),
-        dose_list,
-        seed=seed,
-        draws=draws,
-        runtime=RuntimeOptions(device=device, threads=threads),
-        no_drug=effect == "contrast",
-        pairs=pairs,
-    )
+    with stage_progress(as_json) as on_progress:
+        predictions = predict_expression(
+            loaded,
+            profiles,
+            ids,
+            np.concatenate(parts).astype(np.float32) if ids else np.zeros((0, 1), np.float32),
+            dose_list,
+            seed=seed,
+            draws=draws,
+            runtime=RuntimeOptions(device=device, threads=threads),
+            no_drug=effect == "contrast",
+            pairs=pairs,
+            progress=on_progress,
+        )
     if out is not None:
         with staged_output_file(out, force=force, inputs=protect) as target:
             if out.suffix.lower() == ".csv":
                 write_marked_csv(predictions, target, "predict")
             else:
                 write_marked_parquet(predictions, target, "predict")
+    drug_rows = predictions[predictions["drug_id"] != NO_DRUG]
+    changes = largest_changes(predictions, profiles, loaded.genes, effect=effect)
+    if as_json:
+        if pairs:
+            error_console.print(f"[yellow]{EXTRAPOLATION_NOTE}[/yellow]", soft_wrap=True)
+        run = {
+            "bundle": {"path": str(loaded.path), "manifest_sha256": loaded.sha256},
+            "seed": seed,
+            "draws": draws,
+            "doses_uM": list(dose_list),
+            "effect": effect,
+            "baseline": BASELINES[effect],
+            "out": None if out is None else str(out),
+        }
+        print(json.dumps(predictions_json(drug_rows, changes, names, run), indent=1))
+        return
     console.print(bundle_line(loaded))
-    baseline = "predicted(no drug)" if effect == "contrast" else "input, log2"
-    table = Table(title=f"Largest predicted changes (predicted - {baseline}; effect: {effect})")
+    table = Table(
+        title=f"Largest predicted changes (predicted - {BASELINES[effect]}; effect: {effect})"
+    )
     for column in ("profile", "drug", "dose µM", "genes"):
         table.add_column(column)
-    changes = largest_changes(predictions, profiles, loaded.genes, effect=effect)
-    drug_rows = predictions[predictions["drug_id"] != NO_DRUG]
-    for row, text in zip(drug_rows.itertuples(), changes, strict=True):
-        table.add_row(escape(row.profile), escape(row.drug_id), f"{row.dose_uM:g}", escape(text))
+    for row, top in zip(drug_rows.itertuples(), changes, strict=True):
+        text = ", ".join(f"{gene} {change:+.2f}" for gene, change in top)
+        label = drug_label(row.drug_id, names.get(row.drug_id))
+        table.add_row(escape(row.profile), escape(label), f"{row.dose_uM:g}", escape(text))
     console.print(table)
     if pairs:
         console.print(f"[yellow]{EXTRAPOLATION_NOTE}[/yellow]", soft_wrap=True)
     if out is not None:
         console.print(f"Wrote {len(predictions)} predictions to {escape(str(out))}.")
+
+
+BASELINES = {"contrast": "predicted(no drug)", "published": "input, log2"}
+
+
+def drug_label(drug_id: str, name: str | None) -> str:
+    """'name (id)' for a library drug whose name differs from its id, else the id (a SMILES)."""
+    return f"{name} ({drug_id})" if name and name != drug_id else drug_id
+
+
+def predictions_json(
+    drug_rows: pd.DataFrame,
+    changes: list[list[tuple[str, float]]],
+    names: dict[str, str],
+    run: dict,
+) -> dict:
+    """`predict --json`: per profile x drug x dose, the largest predicted changes against the
+    effect's baseline (the full expression is in `--out`), and the `run` settings."""
+    return {
+        "predictions": [
+            {
+                "profile": str(row.profile),
+                "drug_id": str(row.drug_id),
+                "drug_name": names.get(row.drug_id),
+                "dose_uM": float(row.dose_uM),
+                "largest_changes": [{"gene": g, "change": c} for g, c in top],
+            }
+            for row, top in zip(drug_rows.itertuples(), changes, strict=True)
+        ],
+        "run": run,
+    }
 
 
 def library_arms(library: DrugLibrary, key: str) -> list[int]:

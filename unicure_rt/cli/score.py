@@ -23,7 +23,7 @@ from unicure_rt.cli.combinations import (
     pair_options,
     print_pairs,
 )
-from unicure_rt.cli.common import console, parse_doses, progress_bar, report_errors
+from unicure_rt.cli.common import console, parse_doses, report_errors, stage_progress
 from unicure_rt.cli.options import (
     BundleOpt,
     BundleSha256Opt,
@@ -70,6 +70,7 @@ from unicure_rt.scoring import drug_labels
 InputsArg = Annotated[
     list[Path],
     typer.Argument(
+        metavar="INPUT",
         help="Patient file: .h5ad, or a CSV/TSV/Parquet table. With --engine ray: any number of "
         "files and folders (a cohort).",
         show_default=False,
@@ -96,6 +97,7 @@ WorkersOpt = Annotated[
     typer.Option(
         "--workers",
         min=0,
+        metavar="N",
         help="--engine ray: scoring actors, each with its own ONNX Runtime sessions "
         "(0 = one per GPU of the cluster, else one per CPU).",
     ),
@@ -128,7 +130,9 @@ def score(
     device: DeviceOpt = "auto",
     fp16: Fp16Opt = False,
     threads: ThreadsOpt = 0,
-    top: Annotated[int, typer.Option("--top", min=1, help="Drugs shown per profile.")] = 10,
+    top: Annotated[
+        int, typer.Option("--top", min=1, metavar="N", help="Drugs shown per profile.")
+    ] = 10,
     predictions: Annotated[
         bool,
         typer.Option("--predictions", help="Also write predicted expression of the --top drugs."),
@@ -232,14 +236,7 @@ def score(
     library = resolve_library(loaded, drugs)
     pairs = pair_options(combinations, combination_top, combine_with, combination_doses, library)
     patient = load_patient(input, **load.kwargs())
-    with progress_bar(quiet or as_json) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done)
-
+    with stage_progress(quiet or as_json) as on_progress:
         result = score_patient(
             loaded, patient, library=library, options=options, progress=on_progress, pairs=pairs
         )

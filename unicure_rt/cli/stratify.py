@@ -13,7 +13,7 @@ from rich.table import Table
 
 import unicure_rt
 from unicure_rt.bundle import sha256_file
-from unicure_rt.cli.common import console, error_console, report_errors
+from unicure_rt.cli.common import console, error_console, report_errors, stage_progress
 from unicure_rt.cli.options import ForceOpt
 from unicure_rt.errors import UserError
 from unicure_rt.outcome import (
@@ -27,7 +27,7 @@ from unicure_rt.outcome import (
 from unicure_rt.outputs import refuse_existing, staged_output_dir
 from unicure_rt.score import versions
 from unicure_rt.scoring import drug_labels
-from unicure_rt.stratify import Strata, plot_strata, read_ranking, stratify
+from unicure_rt.stratify import Strata, plot_strata, read_ranking, strata_warnings, stratify
 from unicure_rt.stratify_report import write_stratify_report
 
 RECORDED_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "lifelines")
@@ -38,22 +38,27 @@ CLINICAL_ONLY = ("--id-column", "--time", "--event", "--adjust", "--associate")
 @report_errors
 def stratify_command(
     ranking: Annotated[
-        Path, typer.Argument(help="A `score --out` folder, or its ranking.parquet / ranking.csv.")
+        Path,
+        typer.Argument(
+            metavar="RANKING", help="A `score --out` folder, or its ranking.parquet / ranking.csv."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     k: Annotated[
         int | None, typer.Option("--k", help="Number of clusters (default: best silhouette).")
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", min=0, max=2**32 - 1, help="k-means and PCA seed.")
+        int, typer.Option("--seed", min=0, max=2**32 - 1, metavar="N", help="k-means and PCA seed.")
     ] = 0,
-    top: Annotated[int, typer.Option("--top", min=1, help="Drugs shown and plotted.")] = 15,
+    top: Annotated[
+        int, typer.Option("--top", min=1, metavar="N", help="Drugs shown and plotted.")
+    ] = 15,
     clinical: Annotated[
         Path | None,
         typer.Option(
             "--clinical",
             help="Clinical table (CSV/TSV/Parquet, one row per sample) for survival of the "
-            "strata: Kaplan-Meier, log-rank, Cox (needs pip install 'unicure-rt\\[survival]').",
+            "strata: Kaplan-Meier, log-rank, Cox (needs pip install 'unicure-rt[survival]').",
         ),
     ] = None,
     id_column: Annotated[
@@ -120,7 +125,9 @@ def stratify_command(
             parse_columns(associate, "--associate"),
         )
         table = load_clinical(options)
-    strata = stratify(read_ranking(ranking), k=k, seed=seed)
+    with stage_progress(as_json) as on_progress:
+        strata = stratify(read_ranking(ranking), k=k, seed=seed, progress=on_progress)
+    warnings = strata_warnings(strata)
     if options is not None:
         outcome = analyse_outcome(strata.clusters, table, options)
     inputs = [ranking, clinical]
@@ -137,6 +144,7 @@ def stratify_command(
             "options": {"k": k, "seed": seed, "top": top},
             "k": strata.k,
             "cluster_sizes": _sizes(strata),
+            "warnings": warnings,
         }
         files = [*TABLES, *figures]
         if outcome is not None:
@@ -155,6 +163,8 @@ def stratify_command(
         write_stratify_report(strata, staging, top=top, outcome=outcome)
         record["files"] = [*files, "report.html", "run.json"]
         (staging / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+    for note in warnings:
+        error_console.print(f"[yellow]Warning: {escape(note)}[/yellow]", soft_wrap=True)
     if as_json:
         print(json.dumps(record, indent=1))
         return

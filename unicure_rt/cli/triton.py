@@ -17,7 +17,10 @@ from unicure_rt.triton import CLIENT, DEFAULT_MAX_BATCH_SIZE, GRAPHS, TritonOpti
 @report_errors
 def export_triton_command(
     bundle: Annotated[
-        Path | None, typer.Argument(help="Bundle directory (default: the bundled demo model).")
+        Path | None,
+        typer.Argument(
+            metavar="BUNDLE", help="Bundle directory (default: the bundled demo model)."
+        ),
     ] = None,
     out: Annotated[
         Path,

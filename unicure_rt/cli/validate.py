@@ -16,7 +16,7 @@ from rich.table import Table
 
 from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle, sha256_file
 from unicure_rt.bundle_pin import BundlePin
-from unicure_rt.cli.common import bundle_line, console, parse_doses, progress_bar, report_errors
+from unicure_rt.cli.common import bundle_line, console, parse_doses, report_errors, stage_progress
 from unicure_rt.cli.options import (
     BundleOpt,
     BundleSha256Opt,
@@ -180,14 +180,7 @@ def validate(
         )
     runtime = RuntimeOptions(device=device, threads=threads)
     model = BundleModel(loaded, library, seed=seed, draws=draws, runtime=runtime)
-    with progress_bar(quiet, label_width=12) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
+    with stage_progress(quiet, label_width=12) as on_progress:
         result = run_validation(model, data, library, patient, options, on_progress)
     identity = run_identity(loaded, library, _score_like(options))
     inputs = [p for p in (patients, normal_file(normal)) if p is not None]

@@ -18,7 +18,10 @@ from unicure_rt.cli.options import BundleSha256Opt, BundleSignatureOpt, TrustedK
 @report_errors
 def verify(
     bundle: Annotated[
-        Path | None, typer.Argument(help="Bundle directory (default: the bundled demo model).")
+        Path | None,
+        typer.Argument(
+            metavar="BUNDLE", help="Bundle directory (default: the bundled demo model)."
+        ),
     ] = None,
     bundle_sha256: BundleSha256Opt = None,
     bundle_signature: BundleSignatureOpt = None,

@@ -485,7 +485,8 @@ def infer_config(
             if d_model != 1280:
                 raise UserError(
                     f"The number of attention heads cannot be read from a checkpoint; d_model is "
-                    f"{d_model}, not the published 1280 (20 heads). Pass n_heads."
+                    f"{d_model}, not the published 1280 (20 heads). Pass it: `unicure-rt export "
+                    "--n-heads N` (n_heads in Python)."
                 )
             values["n_heads"] = PUBLISHED_N_HEADS
     if n_heads is not None:
