@@ -379,6 +379,18 @@ def ranked_top(rows: pd.DataFrame, top: int) -> pd.DataFrame:
     return ranked.sort_values("rank", kind="stable").head(top)
 
 
+def top_compounds(rows: pd.DataFrame, top: int) -> pd.DataFrame:
+    """`ranked_top`, but a compound listed under several ids (one `same_structure_ids`) once:
+    its best-ranked row, with the number of its ids in `copies`."""
+    once = ranked_top(rows, len(rows)).drop_duplicates("same_structure_ids").head(top)
+    return once.assign(copies=once["same_structure_ids"].str.count("\\|").to_numpy() + 1)
+
+
+def l01_mark(flag: object) -> str:
+    """'yes' for a drug the library flags antineoplastic (ATC L01); empty for no or unknown."""
+    return "yes" if pd.notna(flag) and bool(flag) else ""
+
+
 def score_patient(
     bundle: Bundle,
     patient: PatientProfiles,
@@ -445,6 +457,7 @@ def score_patient(
     tumour = patient.tumour[present].to_numpy(np.float64)
     normal = patient.normal[present].to_numpy(np.float64)
     tables, predictions, pair_tables = [], [], []
+    same_structure = library.same_structure_ids()
     progress("scoring", 0, n_profiles)
     for i, profile in enumerate(patient.tumour.index):
         table, predicted = _profile_ranking(
@@ -457,6 +470,7 @@ def score_patient(
         table.insert(4, "drug_name", library.names)
         if "antineoplastic" in library.metadata:
             table.insert(5, "antineoplastic", library.metadata["antineoplastic"].to_numpy())
+        table.insert(table.columns.get_loc("drug_name") + 1, "same_structure_ids", same_structure)
         tables.append(table.sort_values("rank", kind="stable"))
         if pairs is not None:
             t1 = time.perf_counter()
