@@ -188,7 +188,7 @@ def test_null_columns_follow_rank_by(bundle, patient):
 
 
 def test_terminal_lists_a_compound_under_several_ids_once():
-    from unicure_rt.score import top_compounds
+    from unicure_rt.score import l01_mark, top_compounds
     from unicure_rt.scoring import compound_labels
 
     ranked = pd.DataFrame(
@@ -216,3 +216,6 @@ def test_terminal_lists_a_compound_under_several_ids_once():
         "BRD-5",
     ]
     assert top_compounds(ranked, 2)["drug_id"].tolist() == ["BRD-1", "BRD-3"]
+    flags = ranked.assign(antineoplastic=[None, True, None, False, None, None])
+    shown = top_compounds(flags, 10)  # a compound is flagged when one of its ids is
+    assert [l01_mark(f) for f in shown["antineoplastic"]] == ["yes", "", "", ""]

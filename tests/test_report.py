@@ -129,3 +129,12 @@ def test_heatmap_columns_follow_mean_log_rank():
     assert matrix.index.tolist() == profiles
     assert matrix.columns.tolist() == ["c1|c2", "a", "b"]
     assert matrix["c1|c2"].tolist() == [2, 2, 5]
+
+
+def test_long_labels_are_cut_in_the_middle_to_keep_what_tells_them_apart():
+    from unicure_rt.report import MAX_LABEL_CHARS, _short
+
+    long = "(+/-)-7-hydroxy-2-(N,N-di-n-propylamino)tetralin [BRD-K0001] x2"
+    short = _short(long)
+    assert len(short) == MAX_LABEL_CHARS and short.endswith("[BRD-K0001] x2")
+    assert short.startswith("(+/-)-7") and _short("tretinoin x2") == "tretinoin x2"

@@ -21,6 +21,14 @@ from unicure_rt.scoring import compound_labels
 
 MAX_PROFILE_PANELS = 12  # per-profile figures show the first 12 profiles; the heatmap shows all
 RANKED_QUANTITY = {"score": "reversal score", "z": "z of the score against its null"}
+FIGURE_CAPTIONS = {
+    "top_drugs": "The {top} best compounds of each sample by {rank_by} (the first "
+    f"{MAX_PROFILE_PANELS} samples).",
+    "dose_curves": "Reversal score at each dose of each sample's five best compounds (the first "
+    f"{MAX_PROFILE_PANELS} samples).",
+    "rank_heatmap": "Rank of every compound in any sample's top {top}, in every sample; a "
+    "compound under several ids takes its best-ranked id's rank.",
+}
 MAX_LABEL_CHARS = 28  # longer drug labels are cut in figures, so that panels do not overlap
 
 STYLE = """
@@ -29,7 +37,8 @@ max-width:1100px;color:#222;line-height:1.4}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px
 solid #ddd;padding-bottom:.2rem}table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}th{background:#f4f4f4}
-td.l,th.l{text-align:left}td.l{min-width:7em}.id{white-space:nowrap}.note{color:#666;font-size:.9rem}.warn{background:#fff4e5;
+td.l,th.l{text-align:left}td.l{min-width:7em}.id{white-space:nowrap}
+.note{color:#666;font-size:.9rem}.warn{background:#fff4e5;
 border:1px solid #f0b36a;padding:.5rem .8rem;border-radius:4px}img{max-width:100%}
 """
 
@@ -62,6 +71,7 @@ def _draw_figures(plt, result: ScoreResult, top: int, out: Path) -> dict[str, Pa
         ax.plot(values, rows, "o", color="tab:green", ms=5)
         ax.set_yticks(rows, [_short(label) for label in compound_labels(best[profile])])
         ax.set_xlim(*_value_range(values))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
         ax.set_title(profile, fontsize=9, loc="left")
         ax.set_xlabel(
             f"{RANKED_QUANTITY[rank_by]} (lower = stronger)\n"
@@ -134,8 +144,12 @@ def _value_range(values: np.ndarray) -> tuple[float, float]:
 
 
 def _short(label: str) -> str:
-    """A drug label cut to `MAX_LABEL_CHARS` for a figure (the tables show it whole)."""
-    return label if len(label) <= MAX_LABEL_CHARS else label[: MAX_LABEL_CHARS - 1] + "…"
+    """A drug label cut in the middle to `MAX_LABEL_CHARS` for a figure (the tables show it
+    whole): the end keeps what tells similar labels apart (an id, the 'x2' of several ids)."""
+    if len(label) <= MAX_LABEL_CHARS:
+        return label
+    head = (MAX_LABEL_CHARS - 1) // 2
+    return label[:head] + "…" + label[-(MAX_LABEL_CHARS - 1 - head) :]
 
 
 def _grid(plt, n: int, panel_height: float = 3.4):
@@ -248,7 +262,9 @@ def write_report(result: ScoreResult, out: Path, *, top: int = 10) -> Path:
     if result.combinations is not None:
         sections += _pairs_section(result.combinations, run["combinations"], top)
     sections.append("<h2>Figures</h2>")
-    sections += [_img(path, name) for name, path in figures.items()]
+    for name, path in figures.items():
+        caption = FIGURE_CAPTIONS[name].format(top=top, rank_by=RANKED_QUANTITY[run["rank_by"]])
+        sections += [f"<p class='note'>{html.escape(caption)}</p>", _img(path, name)]
     sections += ["<h2>Input QC</h2>", *_qc_tables(run)]
     provenance = {
         k: run.get(k)

@@ -381,9 +381,15 @@ def ranked_top(rows: pd.DataFrame, top: int) -> pd.DataFrame:
 
 def top_compounds(rows: pd.DataFrame, top: int) -> pd.DataFrame:
     """`ranked_top`, but a compound listed under several ids (one `same_structure_ids`) once:
-    its best-ranked row, with the number of its ids in `copies`."""
+    its best-ranked row, with the number of its ids in `copies`, flagged `antineoplastic` when
+    any of its ids is (LINCS flags methotrexate under one of its two ids)."""
     once = ranked_top(rows, len(rows)).drop_duplicates("same_structure_ids").head(top)
-    return once.assign(copies=once["same_structure_ids"].str.count("\\|").to_numpy() + 1)
+    once = once.assign(copies=once["same_structure_ids"].str.count("\\|").to_numpy() + 1)
+    if "antineoplastic" in rows:
+        flagged = rows["same_structure_ids"][rows["antineoplastic"].eq(True)]
+        known = once["antineoplastic"].where(~once["same_structure_ids"].isin(flagged), True)
+        once = once.assign(antineoplastic=known)
+    return once
 
 
 def l01_mark(flag: object) -> str:
