@@ -188,15 +188,34 @@ def test_null_columns_follow_rank_by(bundle, patient):
 
 
 def test_terminal_lists_a_compound_under_several_ids_once():
-    from unicure_rt.cli.score import same_compound_once
+    from unicure_rt.score import l01_mark, top_compounds
+    from unicure_rt.scoring import compound_labels
 
     ranked = pd.DataFrame(
         {
-            "drug_id": ["BRD-1", "BRD-2", "BRD-3", "BRD-4", "BRD-5"],
-            "drug_name": ["retinol", "retinol", "tretinoin", "tretinoin", None],
-            "rank": pd.array([1, 1, 1, 4, 5], dtype="Int64"),
+            "drug_id": ["BRD-1", "BRD-2", "BRD-3", "BRD-4", "BRD-5", "BRD-6"],
+            "drug_name": ["retinol", "retinol", "tretinoin", "tretinoin", None, "x"],
+            "same_structure_ids": [
+                "BRD-1|BRD-2",
+                "BRD-1|BRD-2",
+                "BRD-3",
+                "BRD-4",
+                "BRD-5",
+                "BRD-6",
+            ],
+            "rank": pd.array([1, 1, 1, 4, 5, None], dtype="Int64"),
         }
     )
-    shown = same_compound_once(ranked)
+    shown = top_compounds(ranked, 10)
     assert shown["drug_id"].tolist() == ["BRD-1", "BRD-3", "BRD-4", "BRD-5"]
     assert shown["copies"].tolist() == [2, 1, 1, 1]
+    assert compound_labels(shown) == [
+        "retinol x2",
+        "tretinoin [BRD-3]",
+        "tretinoin [BRD-4]",
+        "BRD-5",
+    ]
+    assert top_compounds(ranked, 2)["drug_id"].tolist() == ["BRD-1", "BRD-3"]
+    flags = ranked.assign(antineoplastic=[None, True, None, False, None, None])
+    shown = top_compounds(flags, 10)  # a compound is flagged when one of its ids is
+    assert [l01_mark(f) for f in shown["antineoplastic"]] == ["yes", "", "", ""]

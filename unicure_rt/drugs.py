@@ -541,6 +541,49 @@ class DrugLibrary:
             )
         return found
 
+    def same_structure_ids(self) -> list[str]:
+        """For each drug, the '|'-joined ids of every drug of this library that is the same
+        compound (`same_compound_groups`), in library order; a drug alone gets its own id."""
+        groups = same_compound_groups(self.names, self.metadata.get("inchi_key"))
+        members = pd.Series(self.ids).groupby(groups, sort=False).agg("|".join)
+        return members.loc[groups].tolist()
+
+
+STRUCTURE_GROUPS_NOTE = (
+    "one compound = the same InChIKey, or the same name with the same InChIKey skeleton (its "
+    "first block): the library lists some compounds under several ids, with and without their "
+    "stereochemistry"
+)
+
+
+def same_compound_groups(names: Sequence[str], inchi_keys: pd.Series | None) -> np.ndarray:
+    """A group number per drug; drugs of one group are one compound (`STRUCTURE_GROUPS_NOTE`).
+
+    Why both rules: LINCS records PD-0325901 once with and once without its stereocentre (two
+    InChIKeys, one skeleton), while tretinoin and isotretinoin share a skeleton but are different
+    drugs with different names. Without InChIKeys, drugs are grouped by name alone.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    names = pd.Series(list(names), dtype="string")
+    if inchi_keys is None:
+        links = [names]
+    else:
+        from unicure_rt.validation.names import inchikeys
+
+        keys = inchikeys(pd.Series(list(inchi_keys), dtype="object"))
+        links = [keys, names + "\n" + keys.str[:14]]  # a missing key links nothing
+    n, offset, rows, nodes = len(names), len(names), [], []
+    for link in links:
+        codes, uniques = pd.factorize(link)
+        rows.append(np.flatnonzero(codes >= 0))
+        nodes.append(codes[codes >= 0] + offset)
+        offset += len(uniques)
+    rows_, nodes_ = np.concatenate(rows), np.concatenate(nodes)
+    graph = coo_matrix((np.ones(len(rows_)), (rows_, nodes_)), shape=(offset, offset))
+    return connected_components(graph, directed=False)[1][:n]
+
 
 def _unreadable(path: Path, exc: Any) -> UserError:
     return UserError(

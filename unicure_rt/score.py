@@ -377,6 +377,24 @@ def ranked_top(rows: pd.DataFrame, top: int) -> pd.DataFrame:
     return ranked.sort_values("rank", kind="stable").head(top)
 
 
+def top_compounds(rows: pd.DataFrame, top: int) -> pd.DataFrame:
+    """`ranked_top`, but a compound listed under several ids (one `same_structure_ids`) once:
+    its best-ranked row, with the number of its ids in `copies`, flagged `antineoplastic` when
+    any of its ids is (LINCS flags methotrexate under one of its two ids)."""
+    once = ranked_top(rows, len(rows)).drop_duplicates("same_structure_ids").head(top)
+    once = once.assign(copies=once["same_structure_ids"].str.count("\\|").to_numpy() + 1)
+    if "antineoplastic" in rows:
+        flagged = rows["same_structure_ids"][rows["antineoplastic"].eq(True)]
+        known = once["antineoplastic"].where(~once["same_structure_ids"].isin(flagged), True)
+        once = once.assign(antineoplastic=known)
+    return once
+
+
+def l01_mark(flag: object) -> str:
+    """'yes' for a drug the library flags antineoplastic (ATC L01); empty for no or unknown."""
+    return "yes" if pd.notna(flag) and bool(flag) else ""
+
+
 def score_patient(
     bundle: Bundle,
     patient: PatientProfiles,
@@ -435,6 +453,7 @@ def score_patient(
     tumour = patient.tumour[present].to_numpy(np.float64)
     normal = patient.normal[present].to_numpy(np.float64)
     tables, predictions, pair_tables = [], [], []
+    same_structure = library.same_structure_ids()
     progress("scoring", 0, n_profiles)
     for i, profile in enumerate(patient.tumour.index):
         table, predicted = _profile_ranking(
@@ -447,6 +466,7 @@ def score_patient(
         table.insert(4, "drug_name", library.names)
         if "antineoplastic" in library.metadata:
             table.insert(5, "antineoplastic", library.metadata["antineoplastic"].to_numpy())
+        table.insert(table.columns.get_loc("drug_name") + 1, "same_structure_ids", same_structure)
         tables.append(table.sort_values("rank", kind="stable"))
         if pairs is not None:
             t1 = time.perf_counter()

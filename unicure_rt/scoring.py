@@ -114,6 +114,15 @@ def drug_labels(rows: pd.DataFrame) -> list[str]:
     ]
 
 
+def compound_labels(rows: pd.DataFrame) -> list[str]:
+    """`drug_labels` of one row per compound (`score.top_compounds`), with ' xN' where the
+    library lists the compound under N ids."""
+    return [
+        label + (f" x{copies}" if copies > 1 else "")
+        for label, copies in zip(drug_labels(rows), rows["copies"], strict=True)
+    ]
+
+
 def ascending_ranks(scores: np.ndarray) -> np.ndarray:
     """1-based ranks, most negative first, as the reference ranks (`rank(method='min')`):
     ties share the lower rank; NaN stays unranked (NaN in the float64 result)."""

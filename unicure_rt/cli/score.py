@@ -60,12 +60,14 @@ from unicure_rt.score import (
     DEFAULT_PERMUTATIONS,
     ScoreOptions,
     ScoreResult,
+    l01_mark,
     resolve_library,
     score_patient,
     scoring_choice,
+    top_compounds,
     write_score_outputs,
 )
-from unicure_rt.scoring import drug_labels
+from unicure_rt.scoring import compound_labels
 
 InputsArg = Annotated[
     list[Path],
@@ -258,7 +260,7 @@ def score(
             payload["combinations"] = top_pairs_json(result.combinations, top)
         print(json.dumps(payload, indent=1))
     elif not quiet:
-        print_ranking(result, top, out)
+        print_ranking(result, top, out, report=report)
         print_pairs(result, top, out)
 
 
@@ -366,14 +368,6 @@ EFFECT_MEANING = {
 }
 
 
-def same_compound_once(ranked: pd.DataFrame) -> pd.DataFrame:
-    """One row per compound listed under several ids (same name, same rank: byte-identical
-    embeddings score alike), in rank order, with the number of ids in `copies`."""
-    key = [ranked["drug_name"].fillna(ranked["drug_id"]), ranked["rank"]]
-    copies = ranked.groupby(key, sort=False)["drug_id"].transform("size")
-    return ranked.assign(copies=copies.to_numpy())[~pd.DataFrame(key).T.duplicated().to_numpy()]
-
-
 def gpu_note(notes: list[str]) -> str:
     """The header line on the providers: no GPU at all, or why each GPU provider did not run."""
     if NO_GPU in notes:
@@ -390,6 +384,7 @@ def top_drugs_json(result: ScoreResult, top: int) -> dict:
             "rank",
             "drug_id",
             "drug_name",
+            "same_structure_ids",
             "score",
             "z",
             "p_value",
@@ -424,7 +419,7 @@ def top_drugs_json(result: ScoreResult, top: int) -> dict:
     }
 
 
-def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
+def print_ranking(result: ScoreResult, top: int, out: Path | None, *, report: bool = False) -> None:
     run = result.run
     coverage = run["gene_coverage"]
     null = run["null"]
@@ -463,18 +458,16 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
         columns += ["best dose µM", "sd across draws"] + (["L01"] if has_flag else [])
         for column in columns:
             table.add_column(column, justify="right" if column != "drug" else "left")
-        best = same_compound_once(rows[rows["rank"].notna()]).head(top)
+        best = top_compounds(rows, top)
         unranked = int(rows["rank"].isna().sum())
-        for label, row in zip(drug_labels(best), best.itertuples(), strict=True):
+        for label, row in zip(compound_labels(best), best.itertuples(), strict=True):
             sd = "" if pd.isna(row.score_sd_across_draws) else f"{row.score_sd_across_draws:.2g}"
-            copies = f" x{row.copies}" if row.copies > 1 else ""  # one compound, several ids
-            cells = [str(row.rank), escape(label + copies), f"{row.score:+.3f}"]
+            cells = [str(row.rank), escape(label), f"{row.score:+.3f}"]
             if has_null:
                 cells += [f"{row.z:+.2f}", f"{row.p_value:.2g}", f"{row.fdr:.2g}"]
             cells += [f"{row.best_dose_uM:g}", sd]
             if has_flag:
-                flag = row.antineoplastic
-                cells.append("yes" if pd.notna(flag) and bool(flag) else "")
+                cells.append(l01_mark(row.antineoplastic))
             table.add_row(*cells)
         console.print(table)
         if unranked:
@@ -483,4 +476,9 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None) -> None:
                 "(e.g. the control itself), so no score can be computed[/dim]"
             )
     if out is not None:
-        console.print(f"Wrote {escape(str(out))}/ranking.csv, ranking.parquet and run.json")
+        tables = "ranking.csv, ranking.parquet" + (
+            ", predictions.parquet" if result.predictions is not None else ""
+        )
+        console.print(f"Wrote {escape(str(out))}/{tables} and run.json")
+        if report:
+            console.print(f"Report: {escape(str((out / 'report.html').resolve()))}", soft_wrap=True)
