@@ -42,14 +42,18 @@ SampleKeyOpt = Annotated[
     str | None,
     typer.Option(
         "--sample-key",
-        help="obs column with sample ids (default: donor_id, patient or sample, if present).",
+        help="obs column with sample ids (default: donor_id, patient or sample, if present); "
+        "naming it also pools bulk samples that share an id, which are refused otherwise.",
     ),
 ]
 GroupKeyOpt = Annotated[
     str | None, typer.Option("--group-key", help="obs column that splits samples into groups.")
 ]
 MinCellsOpt = Annotated[
-    int, typer.Option("--min-cells", min=1, help="Smallest group of cells that is scored.")
+    int,
+    typer.Option(
+        "--min-cells", min=1, help="Smallest group of single cells that is scored (not bulk)."
+    ),
 ]
 SeedOpt = Annotated[
     int,
