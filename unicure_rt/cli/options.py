@@ -140,7 +140,8 @@ RecordPathsOpt = Annotated[
     bool,
     typer.Option(
         "--record-paths",
-        help="Record the full paths of the input files in run.json and report.html (default: "
-        "file names and sha256 only, since folder names often identify a patient).",
+        help="Record the full paths of the input files in run.json, report.html and the "
+        "--engine ray ranking (default: file names and sha256 only, since folder names often "
+        "identify a patient).",
     ),
 ]
