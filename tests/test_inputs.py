@@ -50,6 +50,13 @@ def counts(n_obs: int, n_genes: int = len(GENES), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).poisson(20, size=(n_obs, n_genes)).astype(np.float32)
 
 
+def cells(n_obs: int, n_genes: int = len(GENES), seed: int = 0) -> np.ndarray:
+    """Counts shaped like single cells: each observation detects about a third of the genes."""
+    X = counts(n_obs, n_genes, seed)
+    X[(np.arange(n_obs)[:, None] + np.arange(n_genes)) % 3 != 0] = 0
+    return X
+
+
 def log2cpm(summed: np.ndarray) -> np.ndarray:
     return np.log2(summed / summed.sum() * 1e6 + 1)
 
@@ -69,7 +76,7 @@ def two_patients(tmp_path: Path, X=None) -> Path:
         "donor_id": ["P1"] * 4 + ["P2"] * 3,
         "cell_type": ["tumour", "tumour", "tumour", "normal", "tumour", "tumour", "normal"],
     }
-    X = counts(7) if X is None else X
+    X = cells(7) if X is None else X
     return write_h5ad(tmp_path / "patients.h5ad", sparse.csr_matrix(X), obs)
 
 
@@ -77,7 +84,7 @@ def two_patients(tmp_path: Path, X=None) -> Path:
 
 
 def test_counts_are_pseudobulked_per_sample_with_matched_normals(tmp_path):
-    X = counts(7)
+    X = cells(7)
     path = two_patients(tmp_path, X)
     profiles = load_patient(path, normal_where="cell_type=normal", min_cells=1)
     assert profiles.genes == GENES
@@ -125,7 +132,7 @@ def test_labels_of_the_same_gene_are_summed_and_reported(tmp_path):
 
 
 def test_single_cell_log_data_is_averaged_in_linear_space(tmp_path):
-    X = np.log2(counts(7) / 10 + 1)
+    X = np.log2(cells(7) / 10 + 1)
     path = two_patients(tmp_path, X)
     profiles = load_patient(path, normal_where="cell_type~norm", min_cells=1)
     assert profiles.qc["input"]["value_kind"] == "log"
@@ -342,7 +349,7 @@ def test_sample_key_defaults_and_file_stem(tmp_path):
     profiles = load_patient(path, normal_where="c=n", min_cells=1)
     assert profiles.qc["profiles"]["sample_key"] == "patient"
     assert profiles.obs["normal_source"].tolist() == ["matched sample A", "mean of 1 normal sample"]
-    path = write_h5ad(tmp_path / "tumour_42.h5ad", X, {"c": ["t", "n", "t"]})
+    path = write_h5ad(tmp_path / "tumour_42.h5ad", cells(3), {"c": ["t", "n", "t"]})
     profiles = load_patient(path, normal_where="c=n", min_cells=1)
     assert list(profiles.tumour.index) == ["tumour_42"]
     assert profiles.obs["normal_source"].tolist() == ["matched sample tumour_42"]
@@ -390,7 +397,7 @@ def test_groups_split_samples_and_small_groups_are_dropped(tmp_path):
         "donor_id": ["P1"] * 7,
         "state": ["a", "a", "a", "b", "n", "n", "n"],
     }
-    X = counts(7)
+    X = cells(7)
     path = write_h5ad(tmp_path / "p.h5ad", X, obs)
     profiles = load_patient(path, group_key="state", normal_where="state=n", min_cells=2)
     assert list(profiles.tumour.index) == ["P1/a"]

@@ -129,12 +129,20 @@ def ray_cluster():
     ray.shutdown()
 
 
+def rows_of(ranking: pd.DataFrame, index: int) -> pd.DataFrame:
+    """The rows of input number `index`, without the input columns."""
+    mine = ranking[ranking["input_index"] == index]
+    return mine.drop(columns=["input_index", "input"]).reset_index(drop=True)
+
+
 def test_rankings_equal_the_single_machine_ones(ray_cohort, local_rankings):
     ranking = pd.read_parquet(ray_cohort / "ranking.parquet")
-    assert set(ranking["input"]) == set(local_rankings)
-    for path, out in local_rankings.items():
+    assert list(ranking.columns[:2]) == ["input_index", "input"]
+    assert sorted(set(ranking["input_index"])) == list(range(len(local_rankings)))
+    for index, (path, out) in enumerate(local_rankings.items()):
         local = pd.read_parquet(out / "ranking.parquet")
-        mine = ranking[ranking["input"] == path].drop(columns="input").reset_index(drop=True)
+        assert set(ranking.loc[ranking["input_index"] == index, "input"]) == {Path(path).name}
+        mine = rows_of(ranking, index)
         assert list(mine.columns) == list(local.columns)
         for profile, rows in local.groupby("profile", sort=False):
             pd.testing.assert_frame_equal(
@@ -160,18 +168,18 @@ def test_dataset_layout_and_run_record(ray_cohort, local_rankings, cohort):
     assert run["providers"]["flexpert"] == "CPUExecutionProvider"
     assert run["skipped_files"] == [{"name": "notes.txt"}]
     assert [i["name"] for i in run["inputs"]] == [Path(p).name for p in local_rankings]
-    assert str(cohort) not in json.dumps(run["inputs"])
+    assert str(cohort) not in (ray_cohort / "run.json").read_text()
     n_profiles = 0
-    for entry, (path, out) in zip(run["inputs"], local_rankings.items(), strict=True):
+    for index, (path, out) in enumerate(local_rankings.items()):
+        entry = run["inputs"][index]
         local = json.loads((out / "run.json").read_text())
+        assert entry["input_index"] == index and "path" not in entry
         assert entry["sha256"] == local["inputs"][0]["sha256"]
         assert entry["gene_coverage"] == local["gene_coverage"]
         assert entry["input_qc"] == local["input_qc"]
-        mine = [
-            {k: v for k, v in profile.items() if k != "input"}
-            for profile in run["profiles"]
-            if profile["input"] == path
-        ]
+        tagged = [p for p in run["profiles"] if p["input_index"] == index]
+        assert {p["input"] for p in tagged} == {Path(path).name}
+        mine = [{k: v for k, v in p.items() if k not in ("input_index", "input")} for p in tagged]
         assert mine == local["profiles"]
         n_profiles += len(local["profiles"])
     assert len(run["profiles"]) == n_profiles >= 23
@@ -216,6 +224,44 @@ def test_a_profile_refused_by_a_worker_is_a_clean_error(cohort, tiny_bundle, tmp
     assert "no positive expression on the bundle's vocabulary genes" in text
     assert "Traceback" not in result.output
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["patients"]
+
+
+def test_files_of_one_name_in_two_folders_stay_apart(
+    cohort, local_rankings, tiny_bundle, tmp_path, ray_cluster
+):
+    """Two sites' `patient.h5ad`: joined by `input_index`, each gets its own file's ranking;
+    no folder is written anywhere unless --record-paths."""
+    sources = ["a_first.h5ad", "b_second.h5ad"]
+    copies = []
+    for site, source in zip(["site_a", "site_b"], sources, strict=True):
+        (tmp_path / site).mkdir()
+        copies.append(tmp_path / site / "patient.h5ad")
+        copies[-1].write_bytes((cohort / source).read_bytes())
+    for record_paths in (False, True):
+        out = tmp_path / f"out_{record_paths}"
+        extra = ["--record-paths"] if record_paths else []
+        result = score_on_ray(copies[0], tiny_bundle, out, copies[1], *extra)
+        assert result.exit_code == 0, result.output
+        ranking = pd.read_parquet(out / "ranking.parquet")
+        run = json.loads((out / "run.json").read_text())
+        for index, (copy, source) in enumerate(zip(copies, sources, strict=True)):
+            local = local_rankings[str((cohort / source).resolve())]
+            pd.testing.assert_frame_equal(
+                rows_of(ranking, index), pd.read_parquet(local / "ranking.parquet")
+            )
+            label = str(copy.resolve()) if record_paths else "patient.h5ad"
+            assert set(ranking.loc[ranking["input_index"] == index, "input"]) == {label}
+            entry = run["inputs"][index]
+            assert entry["input_index"] == index and entry["name"] == "patient.h5ad"
+            assert entry.get("path") == (str(copy.resolve()) if record_paths else None)
+            local_run = json.loads((local / "run.json").read_text())
+            assert entry["sha256"] == local_run["inputs"][0]["sha256"]
+            tagged = [p for p in run["profiles"] if p["input_index"] == index]
+            assert [p["profile"] for p in tagged] == [p["profile"] for p in local_run["profiles"]]
+            assert {p["input"] for p in tagged} == {label}
+        if not record_paths:
+            assert str(tmp_path) not in (out / "run.json").read_text()
+            assert not any(str(tmp_path) in value for value in ranking["input"])
 
 
 @pytest.mark.parametrize(

@@ -368,6 +368,32 @@ def test_every_command_turns_a_missing_input_into_exit_2(path, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _embeddings(defect: str) -> pd.DataFrame:
+    frame = pd.DataFrame(np.random.default_rng(3).normal(size=(4, 512)))
+    frame.index = ["a", "a", "b", "c"] if defect == "duplicate ids" else ["a", "b", "c", "d"]
+    if defect == "NaN":
+        frame.iloc[1, 5] = np.nan
+    if defect == "Inf":
+        frame.iloc[2, 0] = np.inf
+    return (
+        frame.iloc[:, :100]
+        if defect == "wrong width"
+        else frame.iloc[:0]
+        if defect == "empty"
+        else frame
+    )
+
+
+@pytest.mark.parametrize("defect", ["duplicate ids", "NaN", "Inf", "wrong width", "empty"])
+def test_drugs_import_refuses_a_bad_table_with_exit_2(tmp_path, defect):
+    """These were 40-line tracebacks with exit 1: the drugs commands lacked the error path."""
+    _embeddings(defect).to_csv(tmp_path / "embeddings.csv")
+    out = tmp_path / "lib.parquet"
+    args = ("--encoder-id", "unimol-512", "--dim", "512", "--out", out)
+    assert_clean_error(invoke("drugs", "import", tmp_path / "embeddings.csv", *args))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["embeddings.csv"]
+
+
 # ---- 11. seeds, text ranks, long names, $ in labels ---------------------------------------
 
 

@@ -70,8 +70,11 @@ LOG_MAX = 30.0
 LINEAR_MIN = 100.0
 MAX_NEGATIVE_FRACTION = 0.25
 """log2(x + c) data are mostly above 0; z-scores and centred data are about half negative."""
-BULK_MAX_REPEATS = 2
-"""Repeated sample ids with at most this many observations each are bulk samples: refused."""
+BULK_MIN_DETECTED = 0.8
+"""A side whose observations detect, at the median, at least this share of the landmark genes
+the file measures holds bulk samples, whatever its ids: bulk RNA-seq and arrays detect nearly
+all of them (TCGA 0.999, HPA and GTEx tissues 0.998, SCAN-B 1.0), single cells far fewer
+(Smart-seq2 oligodendroglioma 0.45, PBMC 0.32)."""
 LOG_FLOOR_MIN = -20.0
 """The lowest floor read as log2 of a pseudo-count (c = 2**-20, about 1e-6)."""
 N_EXAMPLES = 5
@@ -688,12 +691,29 @@ def _group_labels(data: _Input, group_key: str | None) -> pd.Series | None:
 
 @dataclass
 class _Profiles:
-    """Profiles of one side (tumour or normal) of one file, on the log2 scale."""
+    """Profiles of one side (tumour or normal) of one file, on the log2 scale.
+
+    `bulk`: the observations are bulk samples (or each profile has one observation), so
+    `--min-cells` does not apply; `detected`: the median landmark detection that decided it
+    (None when no id repeats); `pooled_by_request`: bulk observations pooled because the user
+    named the sample key.
+    """
 
     log2: pd.DataFrame
     meta: pd.DataFrame
     dropped: list[dict]
     bulk: bool = True
+    detected: float | None = None
+    pooled_by_request: bool = False
+
+    def layout_qc(self) -> dict:
+        return {
+            "bulk": self.bulk,
+            "landmark_detection_percent": None
+            if self.detected is None
+            else round(100 * self.detected),
+            "bulk_pooled_by_request": self.pooled_by_request,
+        }
 
 
 def _profile_keys(samples: pd.Series, groups: pd.Series | None, mask: np.ndarray) -> pd.DataFrame:
@@ -736,43 +756,71 @@ def _profiles(data: _Input, keys: pd.DataFrame, min_cells: int | None, kind: str
     return _Profiles(log2, meta.assign(n_cells=kept.to_numpy()), dropped)
 
 
-def _is_bulk(data: _Input, keys: pd.DataFrame, side: str, sample_source: str) -> bool:
-    """Whether one side (tumour, normal) of a file is bulk, decided for that side alone.
+def _detected_fraction(data: _Input, kind: str, positions: np.ndarray) -> float:
+    """Median share of the file's landmark genes (every resolved gene when it has none) that the
+    observations at `positions` detect, i.e. hold above the zero of the value kind (0, or the
+    floor log2(c) of log2(x + c)). One more pass over the matrix."""
+    landmarks = set(normals.load_references().values.index)
+    columns = [i for i, symbol in enumerate(data.symbols) if symbol in landmarks]
+    columns = columns or [i for i, symbol in enumerate(data.symbols) if symbol is not None]
+    zero = np.log2(data.log_offset) if kind == "log_pseudocount" else 0.0
+    detected = np.zeros(len(data.obs))
+    for start, block in _row_blocks(data.values, data.path):
+        part = block[:, columns]
+        part = part.toarray() if sparse.issparse(part) else part
+        detected[start : start + block.shape[0]] = (part > zero).sum(axis=1)
+    return float(np.median(detected[positions])) / len(columns)
 
-    Tables are bulk. An h5ad side is bulk when each of its profiles (sample, or sample/group)
-    has one observation there: nothing is pooled. A side whose profiles have more is single
-    cells, pooled per profile, unless no profile has more than `BULK_MAX_REPEATS`
-    observations: that is the layout of bulk samples sharing a patient id (a tumour and a
-    normal sample, duplicates), which would be merged, so it is refused. A file without sample
-    ids (`sample_source` "file name") is one sample of cells by definition.
+
+def _layout(data, keys, kind, side, sample_source, explicit) -> tuple[bool, float | None]:
+    """Whether one side (tumour, normal) of a file is bulk, decided by its data, and the median
+    landmark detection that decided it (None when each profile has one observation).
+
+    Tables are bulk. In an h5ad, repeated sample ids pool observations only when the data are
+    single cells (`BULK_MIN_DETECTED`). Bulk observations sharing an id are pooled only when
+    the user named the sample key (`explicit`); otherwise they are refused, never merged.
     """
     if data.kind != "h5ad":
-        return True
+        return True, None
     sizes = keys["profile"].value_counts()
     if sizes.max() == 1:
-        return True
-    if sizes.max() <= BULK_MAX_REPEATS and sample_source != FILE_NAME:
-        repeated = list(sizes.index[sizes > 1])
-        raise UserError(
-            f"On the {side} side of {data.path}, {len(repeated)} sample id(s) "
-            f"({_examples(repeated)}) have {sizes.max()} observations each and none has more: "
-            "these look like separate bulk samples of one patient (e.g. its tumour and normal), "
-            "and unicure-rt never pools bulk samples. Select the normal ones with --normal-where "
-            "(e.g. --normal-where condition=normal, each patient then gets its own normal), give "
-            "every observation its own id with --sample-key obs_names, or split them with "
-            "--group-key."
+        return True, None
+    detected = _detected_fraction(data, kind, keys.index.to_numpy())
+    if detected < BULK_MIN_DETECTED or explicit:
+        return detected >= BULK_MIN_DETECTED, detected
+    repeated = sizes[sizes > 1].sort_index()
+    shown = _examples([f"{name} x{n}" for name, n in repeated.items()])
+    if sample_source == FILE_NAME:
+        origin = (
+            f"the file name: {data.path} has no {', '.join(SAMPLE_COLUMNS)} column, so all "
+            f"{len(keys)} {side} observations would be one sample"
         )
-    return False
+        deliberate = "an obs column holding the patient of each observation"
+    else:
+        origin = f"obs['{sample_source}'], taken by default"
+        deliberate = sample_source
+    raise UserError(
+        f"The {side} observations of {data.path} are bulk samples, not single cells: at the "
+        f"median each detects {detected:.0%} of the landmark genes the file measures (single "
+        f"cells detect far fewer), yet {len(repeated)} sample id(s) from {origin} repeat "
+        f"({shown}), and unicure-rt never pools bulk samples unless asked to. Give every "
+        "sample a distinct id (or --sample-key obs_names: each observation is its own sample), "
+        "separate each patient's tumour and normal with --normal-where (e.g. --normal-where "
+        "condition=normal), or, to average the samples of each id deliberately, name the key "
+        f"yourself with --sample-key ({deliberate})."
+    )
 
 
-def _side_profiles(data, samples, groups, mask, min_cells, kind, side, found) -> _Profiles:
+def _side_profiles(data, samples, groups, mask, min_cells, kind, side, found, explicit):
     """Profiles of the observations in `mask`; `min_cells` applies to single-cell sides only.
 
-    `found` says where the sample ids came from (`_sample_ids`)."""
+    `found` says where the sample ids came from (`_sample_ids`), `explicit` whether the user
+    named the sample key."""
     keys = _profile_keys(samples, groups, mask)
-    bulk = _is_bulk(data, keys, side, found)
+    bulk, detected = _layout(data, keys, kind, side, found, explicit)
     profiles = _profiles(data, keys, None if bulk else min_cells, kind)
-    profiles.bulk = bulk
+    profiles.bulk, profiles.detected = bulk, detected
+    profiles.pooled_by_request = bulk and bool((profiles.meta["n_cells"] > 1).any())
     if profiles.log2.shape[0] == 0:
         largest = max(profiles.dropped, key=lambda item: item["n_cells"])
         raise UserError(
@@ -822,11 +870,14 @@ def _read_normal_file(path: Any, layer, gene_key, sample_key, min_cells) -> tupl
     options = {"layer": layer, "gene_key": gene_key} if h5ad else {}
     with _open_input(path, **options) as data:
         kind = _value_kind(data)
-        samples, found = _sample_ids(data, sample_key if h5ad else None)
+        key = sample_key if h5ad else None
+        samples, found = _sample_ids(data, key)
         everything = np.ones(len(data.obs), dtype=bool)
-        profiles = _side_profiles(data, samples, None, everything, min_cells, kind, "normal", found)
+        profiles = _side_profiles(
+            data, samples, None, everything, min_cells, kind, "normal", found, key is not None
+        )
         qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind], "sample_key": found}
-        qc["bulk"] = profiles.bulk
+        qc.update(profiles.layout_qc())
     return profiles, {"normal_file": qc}
 
 
@@ -897,8 +948,9 @@ def load_patient(
         `sample/group`.
     min_cells
         Profiles (and normal samples) pooled from fewer observations are dropped and reported.
-        Does not apply to bulk inputs: tables, or a side (tumour, normal) of an h5ad file with
-        one observation per profile; bulk observations are never pooled (see `_is_bulk`).
+        Applies to single cells only: tables and bulk observations (told apart by the data, see
+        `_layout`) are never dropped, and bulk observations sharing an id are refused unless
+        `sample_key` was given, which pools them deliberately (`bulk_pooled_by_request`).
     normal
         A file of normal samples, read like `path` (same layer, gene key and sample key when it
         is an h5ad). A tumour profile uses the normal profile of the same sample id when there is
@@ -930,21 +982,24 @@ def load_patient(
         is_normal = np.zeros(len(data.obs), dtype=bool)
         if normal_where is not None:
             is_normal = _normal_mask(data.obs, samples, normal_where, data.path)
-        tumour = _side_profiles(data, samples, groups, ~is_normal, min_cells, kind, "tumour", found)
+        explicit = sample_key is not None
+        tumour = _side_profiles(
+            data, samples, groups, ~is_normal, min_cells, kind, "tumour", found, explicit
+        )
         if normal_where is not None:
             reference = _side_profiles(
-                data, samples, None, is_normal, min_cells, kind, "normal", found
+                data, samples, None, is_normal, min_cells, kind, "normal", found, explicit
             )
             normal_qc = {
                 "normal_where": normal_where,
                 "n_observations": int(is_normal.sum()),
-                "bulk": reference.bulk,
+                **reference.layout_qc(),
             }
         input_qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]}
         profiles_qc = {
             "sample_key": found,
             "group_key": group_key,
-            "bulk": tumour.bulk,
+            **tumour.layout_qc(),
             "n_samples": int(samples[~is_normal].nunique()),
             "dropped_min_cells": tumour.dropped,
         }
@@ -977,14 +1032,22 @@ def load_profiles(
         groups = _group_labels(data, group_key)
         everything = np.ones(len(data.obs), dtype=bool)
         profiles = _side_profiles(
-            data, samples, groups, everything, min_cells, kind, "input", found
+            data,
+            samples,
+            groups,
+            everything,
+            min_cells,
+            kind,
+            "input",
+            found,
+            sample_key is not None,
         )
         qc = {
             "input": {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]},
             "profiles": {
                 "sample_key": found,
                 "group_key": group_key,
-                "bulk": profiles.bulk,
+                **profiles.layout_qc(),
                 "n_samples": int(samples.nunique()),
                 "dropped_min_cells": profiles.dropped,
                 "n_profiles": len(profiles.log2),

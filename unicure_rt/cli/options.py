@@ -44,7 +44,8 @@ SampleKeyOpt = Annotated[
     str | None,
     typer.Option(
         "--sample-key",
-        help="obs column with sample ids (default: donor_id, patient or sample, if present).",
+        help="obs column with sample ids (default: donor_id, patient or sample, if present); "
+        "naming it also pools bulk samples that share an id, which are refused otherwise.",
     ),
 ]
 GroupKeyOpt = Annotated[
@@ -52,7 +53,12 @@ GroupKeyOpt = Annotated[
 ]
 MinCellsOpt = Annotated[
     int,
-    typer.Option("--min-cells", min=1, metavar="N", help="Smallest group of cells that is scored."),
+    typer.Option(
+        "--min-cells",
+        min=1,
+        metavar="N",
+        help="Smallest group of single cells that is scored (not bulk).",
+    ),
 ]
 SeedOpt = Annotated[
     int,
@@ -148,7 +154,8 @@ RecordPathsOpt = Annotated[
     bool,
     typer.Option(
         "--record-paths",
-        help="Record the full paths of the input files in run.json and report.html (default: "
-        "file names and sha256 only, since folder names often identify a patient).",
+        help="Record the full paths of the input files in run.json, report.html and the "
+        "--engine ray ranking (default: file names and sha256 only, since folder names often "
+        "identify a patient).",
     ),
 ]

@@ -19,6 +19,11 @@ whole life (one per engine worker), and lends those sessions to `score_patient`.
 Each block's ranking is written as its own Parquet file, `part-IIIII-BBBBB.parquet` (input
 number, block number), so the ranking of a cohort is a Parquet dataset directory whose files,
 in name order, hold the profiles in input order, each profile's rows sorted by rank.
+
+An input is keyed by its number, `input_index` (its place in run.json's `inputs`, which name
+each file and give its sha256): unambiguous even when two folders hold files of the same name.
+The `input` column beside it is for reading: the file name, or with `--record-paths` the full
+path (`CohortInputs.labels`), since a path often carries a patient's name (`provenance`).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from unicure_rt.inputs import (
 )
 from unicure_rt.normals import normal_file
 from unicure_rt.outputs import PARTIAL, owner_lock
+from unicure_rt.provenance import recorded
 from unicure_rt.runtime import create_session
 from unicure_rt.score import (
     RECORDED_PACKAGES,
@@ -81,6 +87,10 @@ class CohortInputs:
 
     files: list[Path]
     skipped: list[Path] = field(default_factory=list)
+
+    def labels(self, *, record_paths: bool) -> list[str]:
+        """What outputs call each file: its name, or its full path with `record_paths`."""
+        return [str(path) if record_paths else path.name for path in self.files]
 
 
 def _is_input(path: Path) -> bool:
@@ -216,6 +226,7 @@ def read_input(
     except UserError as exc:
         return [{"input_index": index, "block": 0, "error": str(exc), "meta": "", "patient": b""}]
     meta = {
+        "input_index": index,
         "path": str(path),
         "sha256": sha256_file(Path(path)),
         "n_profiles": len(patient.tumour),
@@ -300,11 +311,12 @@ class BlockScorer:
             return score_patient(self.bundle, block, library=self.library, options=self.options)
 
 
-def ranking_table(ranking, input_path: str) -> pa.Table:
-    """A block's ranking as Arrow, with an `input` column first and fixed string columns (so
-    every part file of the dataset has the same schema, whatever its values)."""
+def ranking_table(ranking, input_index: int, input_label: str) -> pa.Table:
+    """A block's ranking as Arrow, with `input_index` and `input` first and fixed string
+    columns (so every part file of the dataset has the same schema, whatever its values)."""
     table = pa.Table.from_pandas(ranking, preserve_index=False)
-    table = table.add_column(0, "input", pa.array([input_path] * len(ranking), pa.string()))
+    table = table.add_column(0, "input", pa.array([input_label] * len(ranking), pa.string()))
+    table = table.add_column(0, "input_index", pa.array([input_index] * len(ranking), pa.int32()))
     fields = [
         pa.field(f.name, pa.string()) if f.name in STRING_COLUMNS else f for f in table.schema
     ]
@@ -386,31 +398,38 @@ def cohort_run_record(
     normal: Path | str | None,
     engine: dict,
     timings: dict[str, float],
+    record_paths: bool = False,
 ) -> dict:
     """run.json of a cohort: the single-machine record's keys, with per-input coverage and QC
-    (`inputs`), every profile tagged with its input, and the engine used."""
+    (`inputs`), every profile tagged with its input (`input_index` and `input`, as in the
+    ranking), and the engine used. Paths are recorded as `provenance.recorded` says."""
     summaries = sorted(summaries, key=lambda s: (s["input_index"], s["block"]))
+    labels = inputs.labels(record_paths=record_paths)
     profiles = []
     for summary in summaries:
-        path = metas[summary["input_index"]]["path"]
-        profiles.extend({"input": path, **p} for p in json.loads(summary["profiles"]))
+        index = summary["input_index"]
+        tag = {"input_index": index, "input": labels[index]}
+        profiles.extend({**tag, **p} for p in json.loads(summary["profiles"]))
     notes = sorted({n for s in summaries for n in json.loads(s["provider_notes"])})
-    return {
-        **run_identity(bundle, library, options, COHORT_PACKAGES),
-        "engine": engine,
-        "providers": _merged_providers(summaries),
-        "provider_notes": notes,
-        "inputs": metas,
-        "normal": _normal_record(normal),
-        "skipped_files": [{"path": str(p)} for p in inputs.skipped],
-        "profiles": profiles,
-        "ranking": {
-            "path": RANKING,
-            "layout": "Parquet dataset directory: one file per block, part-IIIII-BBBBB.parquet "
-            "(input number, block number); in name order: inputs in order, each profile's rows "
-            "by rank",
-            "files": len(summaries),
-            "rows": int(sum(s["rows"] for s in summaries)),
+    return recorded(
+        {
+            **run_identity(bundle, library, options, COHORT_PACKAGES),
+            "engine": engine,
+            "providers": _merged_providers(summaries),
+            "provider_notes": notes,
+            "inputs": metas,
+            "normal": _normal_record(normal),
+            "skipped_files": [{"path": str(p)} for p in inputs.skipped],
+            "profiles": profiles,
+            "ranking": {
+                "path": RANKING,
+                "layout": "Parquet dataset directory: one file per block, "
+                "part-IIIII-BBBBB.parquet (input number, block number); in name order: inputs in "
+                "order, each profile's rows by rank",
+                "files": len(summaries),
+                "rows": int(sum(s["rows"] for s in summaries)),
+            },
+            "timings_s": timings,
         },
-        "timings_s": timings,
-    }
+        record_paths=record_paths,
+    )

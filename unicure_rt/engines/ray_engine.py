@@ -54,7 +54,6 @@ from unicure_rt.errors import UserError
 from unicure_rt.inputs import LoadOptions
 from unicure_rt.normals import normal_file
 from unicure_rt.outputs import clean_stale_partials, refuse_existing, staged_output_dir
-from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions
 from unicure_rt.score import ScoreOptions, resolve_library
 
@@ -141,7 +140,7 @@ class _ScoreBlocks:
         bundle_sha256: str,
         drugs: Path | None,
         options: ScoreOptions,
-        paths: list[str],
+        labels: list[str],
         out: str,
     ) -> None:
         self.scorer, self.error = None, ""
@@ -149,7 +148,7 @@ class _ScoreBlocks:
             self.scorer = BlockScorer(bundle, drugs, options, bundle_sha256)
         except UserError as exc:
             self.error = str(exc)
-        self.paths, self.ranking_dir = paths, Path(out)
+        self.labels, self.ranking_dir = labels, Path(out)
 
     def _score(self, index: int, number: int, data: bytes) -> dict:
         if self.scorer is None:
@@ -159,7 +158,7 @@ class _ScoreBlocks:
             result = self.scorer.score(decode_block(data))
         except UserError as exc:
             return block_summary(index, number, None, error=str(exc))
-        table = ranking_table(result.ranking, self.paths[index])
+        table = ranking_table(result.ranking, index, self.labels[index])
         write_part(table, self.ranking_dir, index, number)
         return block_summary(index, number, result, len(table), time.perf_counter() - started)
 
@@ -238,11 +237,11 @@ def score_cohort(
     """Score every profile of every patient file in `paths` (files and folders) on Ray and
     write `out/ranking.parquet/` (Parquet dataset) and `out/run.json`; return the run record.
 
-    `pin`: the manifest digest and/or signature the bundle must have. run.json names files
-    without their folders unless `record_paths` (see `provenance`; the `input` column of the
-    ranking and of `profiles` keeps each file's path, its key). `on_start` gets the
-    engine facts (workers, GPUs per worker, block size) once the cluster is
-    up, before any work.
+    `pin`: the manifest digest and/or signature the bundle must have. run.json and the ranking
+    name files without their folders unless `record_paths` (see `provenance`); rows and
+    profiles are joined to run.json's `inputs` by `input_index` (`cohort`). `on_start` gets
+    the engine facts (workers, GPUs per worker, block size) once the cluster is up, before
+    any work.
     """
     started = time.perf_counter()
     out = Path(out).resolve()
@@ -305,7 +304,7 @@ def score_cohort(
                     "bundle_sha256": loaded.sha256,
                     "drugs": None if drugs is None else Path(drugs).resolve(),
                     "options": worker_options,
-                    "paths": [str(p) for p in inputs.files],
+                    "labels": inputs.labels(record_paths=record_paths),
                     "out": str(staging / RANKING),
                 },
                 batch_size=1,
@@ -329,7 +328,7 @@ def score_cohort(
                 normal=load.normal,
                 engine=engine,
                 timings=timings,
+                record_paths=record_paths,
             )
-            run = recorded(run, record_paths=record_paths)
             (staging / "run.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
     return run
