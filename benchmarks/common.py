@@ -217,10 +217,12 @@ def timed_command(cmd: list[str], *, env: dict | None = None, cwd: Path = REPO) 
     }
 
 
-def child_json(script_args: list[str], *, timeout: float | None = None) -> dict:
+def child_json(
+    script_args: list[str], *, timeout: float | None = None, env: dict | None = None
+) -> dict:
     """Run `python benchmarks/<script> ...` in a fresh process that prints one JSON line last."""
     cmd = [sys.executable, *script_args]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,9 +1,9 @@
 """W3: `unicure-rt score examples/tcga_brca.h5ad --normal-where condition=normal`, end to end.
 
 Wall time and peak RSS of the command (subprocess under /usr/bin/time -v), the stage timings it
-records in run.json, and the start-up time: a fresh interpreter importing `unicure_rt.cli.app`,
-then `load_bundle` (sha256 of every file), the drug library (`resolve_library`) and the two ONNX
-Runtime sessions.
+records in run.json, and the start-up time: a fresh interpreter importing `unicure_rt.cli.app`
+and what `score` imports when it runs, then `load_bundle` (sha256 of every file), the drug
+library (`resolve_library`) and the two ONNX Runtime sessions.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def run(args, work: Path) -> dict:
         target(
             "W3 start-up <= 1 s",
             f"{median_startup:.2f} s in process (import {startup[0]['import_cli_s']:.2f} + "
+            f"score's imports {startup[0]['import_score_s']:.2f} + "
             f"bundle {startup[0]['load_bundle_s']:.2f} + library "
             f"{startup[0]['load_library_s']:.2f} + sessions "
             f"{startup[0]['create_sessions_s']:.2f}); "

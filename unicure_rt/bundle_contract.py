@@ -16,8 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from unicure_rt.runtime import ort
-
 ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -33,6 +31,10 @@ ENCODER_GRAPH = "drug_encoder.onnx"  # `drug_encoder.graph` when the manifest na
 
 
 def _signature(path: Path) -> tuple[list[Any], list[Any]]:
+    # imported here, not with the module: every command imports `unicure_rt.bundle` at start-up
+    # (`--help` included), and only the ones that load a bundle need ONNX Runtime
+    from unicure_rt.runtime import ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3

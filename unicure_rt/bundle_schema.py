@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from unicure_rt.scoring import EFFECTS, RANK_BY
+from unicure_rt.defaults import EFFECTS, RANK_BY
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 REQUIRED_GRAPHS = ("backbone", "flexpert")

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs import REFERENCE_DOSES_UM, DrugLibrary, combination_vectors, drug_vectors
+from unicure_rt.defaults import DEFAULT_PAIR_DOSES_UM, DEFAULT_PAIR_TOP
+from unicure_rt.drugs import DrugLibrary, combination_vectors, drug_vectors
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import write_marked_parquet
 from unicure_rt.score import (
@@ -55,8 +56,6 @@ from unicure_rt.scoring import (
     unit_centred,
 )
 
-DEFAULT_PAIR_TOP = 30
-DEFAULT_PAIR_DOSES_UM = REFERENCE_DOSES_UM[2:5]  # 0.37, 1.11, 3.33: the middle of the range
 DEFAULT_PAIR_BATCH = 2048  # FlexPert rows per call
 EXTRAPOLATION_NOTE = (
     "Pair predictions are extrapolations: the model was trained on single drugs (the bundled "

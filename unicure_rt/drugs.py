@@ -63,13 +63,13 @@ import pyarrow.parquet as pq
 from unicure_rt import __version__
 from unicure_rt.bundle import creation_time
 from unicure_rt.bundle_contract import ENCODER_GRAPH, ENCODER_INPUT, ENCODER_OUTPUT, RDKIT_KIND
+from unicure_rt.defaults import REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import refuse_existing, staged_output_file
 
 if TYPE_CHECKING:
     from unicure_rt.bundle import Bundle
 
-REFERENCE_DOSES_UM = (0.04, 0.12, 0.37, 1.11, 3.33, 10.0)
 DRUG_VECTOR_LENGTH = 528
 
 MAX_SMILES_CHARS = 10_000  # bounds RDKit's work per molecule (its parse and fingerprint are

@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata, spearmanr
 
 from unicure_rt.errors import UserError
 
@@ -155,6 +154,8 @@ def quantile_map(reference: np.ndarray, target: np.ndarray) -> np.ndarray:
     The gene of rank k in `reference` gets the k-th smallest value of `target`; tied genes share
     their mean rank (interpolated). Both are 1-d over the same genes.
     """
+    from scipy.stats import rankdata  # scipy.stats takes ~0.5 s to import: only when used
+
     ranks = rankdata(reference, method="average")
     return np.interp(ranks, np.arange(1, len(target) + 1), np.sort(target))
 
@@ -166,6 +167,8 @@ def _log_reference(column: str) -> pd.Series:
 def choose_tissue(profile: pd.Series, n_genes: int = AUTO_GENES) -> dict:
     """The `auto` choice for one tumour profile (log2 values indexed by gene), correlating on
     its `n_genes` most variable landmark genes; see the module docstring."""
+    from scipy.stats import spearmanr  # as `quantile_map`: only when used
+
     refs = load_references()
     candidates = [
         column

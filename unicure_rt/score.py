@@ -16,6 +16,7 @@ import pandas as pd
 
 import unicure_rt
 from unicure_rt.bundle import Bundle, sha256_file
+from unicure_rt.defaults import DEFAULT_PERMUTATIONS, EFFECTS, RANK_BY
 from unicure_rt.drugs import (
     REFERENCE_DOSES_UM,
     DrugLibrary,
@@ -31,8 +32,6 @@ from unicure_rt.progress import Progress, no_progress
 from unicure_rt.provenance import recorded
 from unicure_rt.runtime import RuntimeOptions, create_session
 from unicure_rt.scoring import (
-    EFFECTS,
-    RANK_BY,
     ascending_ranks,
     dose_mean,
     drug_effects,
@@ -44,8 +43,6 @@ from unicure_rt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from unicure_rt.combinations import PairOptions
-
-DEFAULT_PERMUTATIONS = 1000
 
 
 @dataclass

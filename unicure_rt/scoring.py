@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from unicure_rt.defaults import EFFECTS
+
 if TYPE_CHECKING:
     import pandas as pd
-
-EFFECTS = ("published", "contrast")
-RANK_BY = ("score", "z")
-"""What `rank` follows: the raw reversal score, or its z against the drug's own null."""
 
 # A predicted change whose root-mean-square over the genes, after removing its mean, is at most
 # this is float32 rounding of "no change" (a contrast of the control with itself, or a constant

@@ -4,24 +4,20 @@ logic lives in `unicure_rt.combinations`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from unicure_rt.cli.common import console, parse_doses
-from unicure_rt.combinations import (
-    DEFAULT_PAIR_DOSES_UM,
-    DEFAULT_PAIR_TOP,
-    EXTRAPOLATION_NOTE,
-    PairOptions,
-    top_pairs,
-)
-from unicure_rt.drugs import DrugLibrary
+from unicure_rt.defaults import DEFAULT_PAIR_DOSES_UM, DEFAULT_PAIR_TOP
 from unicure_rt.errors import UserError
-from unicure_rt.score import ScoreResult
+
+if TYPE_CHECKING:
+    from unicure_rt.combinations import PairOptions
+    from unicure_rt.drugs import DrugLibrary
+    from unicure_rt.score import ScoreResult
 
 _DOSES = ",".join(f"{d:g}" for d in DEFAULT_PAIR_DOSES_UM)
 
@@ -73,6 +69,8 @@ def pair_options(
 ) -> PairOptions | None:
     """The `PairOptions` of the command line (None without --combinations); refuses the pair
     options without --combinations and names that are not in `library`."""
+    from unicure_rt.combinations import PairOptions
+
     given = {
         "--combination-top": top is not None,
         "--combine-with": combine_with is not None,
@@ -104,6 +102,8 @@ def pair_options(
 
 def print_pairs(result: ScoreResult, top: int, out: Path | None) -> None:
     """The `top` best pairs of every profile, the extrapolation note and the files written."""
+    from unicure_rt.combinations import EXTRAPOLATION_NOTE, top_pairs
+
     table = result.combinations
     if table is None:
         return
@@ -139,4 +139,6 @@ def _label(row, arm: str) -> str:
 
 
 def _signed(value: float) -> str:
+    import pandas as pd
+
     return "" if pd.isna(value) else f"{value:+.3f}"

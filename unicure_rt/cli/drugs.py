@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from unicure_rt import drugs
 from unicure_rt.cli.common import report_errors
+
+if TYPE_CHECKING:
+    from unicure_rt import drugs
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain help, as the main app (cli/app.py)
@@ -70,6 +72,8 @@ DtypeOption = Annotated[
 
 
 def _report(summary: drugs.LibrarySummary, title: str) -> None:
+    from unicure_rt.drugs import MAX_ATOMS
+
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -90,7 +94,7 @@ def _report(summary: drugs.LibrarySummary, title: str) -> None:
         more = f" and {summary.n_invalid - 10} more" if summary.n_invalid > 10 else ""
         console.print(
             f"[yellow]Skipped (SMILES RDKit cannot parse, or over "
-            f"{drugs.MAX_ATOMS:,} atoms): {shown}{more}[/yellow]"
+            f"{MAX_ATOMS:,} atoms): {shown}{more}[/yellow]"
         )
 
 
@@ -122,6 +126,7 @@ def build(
     dtype: DtypeOption = StorageDtype.float32,
 ) -> None:
     """Embed the SMILES of a table with a bundle's drug encoder and write a drug library."""
+    from unicure_rt import drugs
     from unicure_rt.bundle import load_bundle
 
     summary = drugs.build_library(
@@ -174,6 +179,8 @@ def import_(
     dtype: DtypeOption = StorageDtype.float32,
 ) -> None:
     """Write a drug library from precomputed embeddings (e.g. the published Uni-Mol table)."""
+    from unicure_rt import drugs
+
     summary = drugs.import_library(
         table,
         encoder_id=encoder_id,

@@ -29,11 +29,8 @@ from unicure_rt.cli.options import (
     ThreadsOpt,
     TrustedKeyOpt,
 )
-from unicure_rt.embed import embedding_table
 from unicure_rt.errors import UserError
-from unicure_rt.inputs import load_profiles
 from unicure_rt.outputs import refuse_existing, staged_output_file, write_marked_parquet
-from unicure_rt.runtime import RuntimeOptions
 
 OBSM_KEY = "X_unicure"
 
@@ -66,6 +63,10 @@ def embed(
     trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Write the 1280-d cell embedding of every profile (sample or sample/group) of INPUT."""
+    from unicure_rt.embed import embedding_table
+    from unicure_rt.inputs import load_profiles
+    from unicure_rt.runtime import RuntimeOptions
+
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".h5ad"):
         raise UserError(f"--out must end in .parquet or .h5ad (got '{out.name}').")

@@ -6,19 +6,19 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import onnxruntime as ort
 import typer
 from rich.table import Table
 
 from unicure_rt.bundle import load_bundle
 from unicure_rt.cli.common import console, report_errors
-from unicure_rt.normals import reference_summary
-from unicure_rt.runtime import runnable_providers
 
 
 def bundle_summary(path: Path | None) -> dict:
     """The manifest of a verified bundle, with this machine's providers and the shipped normal
     references (`--normal tissue:NAME` / `auto`: source, release, license) added."""
+    from unicure_rt.normals import reference_summary
+    from unicure_rt.runtime import ort, runnable_providers
+
     bundle = load_bundle(path)
     return {
         "path": str(bundle.path),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -42,20 +40,19 @@ from unicure_rt.cli.options import (
     ThreadsOpt,
     TrustedKeyOpt,
 )
-from unicure_rt.combinations import EXTRAPOLATION_NOTE
-from unicure_rt.drugs import REFERENCE_DOSES_UM, DrugLibrary, encode_smiles
+from unicure_rt.defaults import EFFECTS, REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
-from unicure_rt.inputs import load_profiles
 from unicure_rt.outputs import (
     refuse_existing,
     staged_output_file,
     write_marked_csv,
     write_marked_parquet,
 )
-from unicure_rt.predict import NO_DRUG, DrugPair, largest_changes, predict_expression
-from unicure_rt.runtime import RuntimeOptions
-from unicure_rt.score import resolve_library, scoring_choice
-from unicure_rt.scoring import EFFECTS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from unicure_rt.drugs import DrugLibrary
 
 
 @report_errors
@@ -107,6 +104,15 @@ def predict(
 ) -> None:
     """Predict the treated expression of every profile of INPUT under the given drugs (or drug
     pairs, A+B) and doses."""
+    import numpy as np
+
+    from unicure_rt.combinations import EXTRAPOLATION_NOTE
+    from unicure_rt.drugs import encode_smiles
+    from unicure_rt.inputs import load_profiles
+    from unicure_rt.predict import NO_DRUG, DrugPair, largest_changes, predict_expression
+    from unicure_rt.runtime import RuntimeOptions
+    from unicure_rt.score import resolve_library, scoring_choice
+
     if not drug and not smiles:
         raise UserError("Name at least one drug: --drug NAME_OR_ID (from the library) or --smiles.")
     dose_list = parse_doses(doses) or REFERENCE_DOSES_UM

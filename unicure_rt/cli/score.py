@@ -6,9 +6,8 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -49,25 +48,13 @@ from unicure_rt.cli.options import (
     ThreadsOpt,
     TrustedKeyOpt,
 )
-from unicure_rt.combinations import top_pairs_json
-from unicure_rt.drugs import REFERENCE_DOSES_UM
+from unicure_rt.defaults import DEFAULT_PERMUTATIONS, REFERENCE_DOSES_UM
 from unicure_rt.errors import UserError
-from unicure_rt.inputs import LoadOptions, load_patient
-from unicure_rt.normals import normal_file
 from unicure_rt.outputs import refuse_existing
-from unicure_rt.runtime import NO_GPU, RuntimeOptions
-from unicure_rt.score import (
-    DEFAULT_PERMUTATIONS,
-    ScoreOptions,
-    ScoreResult,
-    l01_mark,
-    resolve_library,
-    score_patient,
-    scoring_choice,
-    top_compounds,
-    write_score_outputs,
-)
-from unicure_rt.scoring import compound_labels
+
+if TYPE_CHECKING:
+    from unicure_rt.inputs import LoadOptions
+    from unicure_rt.score import ScoreResult
 
 InputsArg = Annotated[
     list[Path],
@@ -162,6 +149,20 @@ def score(
 ) -> None:
     """Rank the drugs of a library by how strongly each is predicted to reverse the tumour
     signature (tumour - normal) of every sample in INPUT."""
+    # the scoring modules load numpy, pandas and ONNX Runtime: imported here, not with the
+    # module, so that `--help` and the other commands do not wait for them
+    from unicure_rt.combinations import top_pairs_json
+    from unicure_rt.inputs import LoadOptions, load_patient
+    from unicure_rt.normals import normal_file
+    from unicure_rt.runtime import RuntimeOptions
+    from unicure_rt.score import (
+        ScoreOptions,
+        resolve_library,
+        score_patient,
+        scoring_choice,
+        write_score_outputs,
+    )
+
     started = time.perf_counter()
     if engine not in ENGINES:
         raise UserError(f"Unknown --engine '{engine}'. Choose local or ray.")
@@ -311,6 +312,8 @@ def _score_on_ray(
             "cohort is too large to print)."
         )
     from unicure_rt.engines.ray_engine import score_cohort
+    from unicure_rt.runtime import RuntimeOptions
+    from unicure_rt.score import ScoreOptions, scoring_choice
 
     effect, rank_by = scoring_choice(load_bundle(bundle, pin), effect, rank_by)
     options = ScoreOptions(
@@ -370,6 +373,8 @@ EFFECT_MEANING = {
 
 def gpu_note(notes: list[str]) -> str:
     """The header line on the providers: no GPU at all, or why each GPU provider did not run."""
+    from unicure_rt.runtime import NO_GPU
+
     if NO_GPU in notes:
         return "CPU only: no NVIDIA GPU found"
     return f"GPU not used ({'; '.join(notes)})"
@@ -420,6 +425,11 @@ def top_drugs_json(result: ScoreResult, top: int) -> dict:
 
 
 def print_ranking(result: ScoreResult, top: int, out: Path | None, *, report: bool = False) -> None:
+    import pandas as pd
+
+    from unicure_rt.score import l01_mark, top_compounds
+    from unicure_rt.scoring import compound_labels
+
     run = result.run
     coverage = run["gene_coverage"]
     null = run["null"]

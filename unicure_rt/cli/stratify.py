@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -16,19 +16,11 @@ from unicure_rt.bundle import sha256_file
 from unicure_rt.cli.common import console, error_console, report_errors, stage_progress
 from unicure_rt.cli.options import ForceOpt
 from unicure_rt.errors import UserError
-from unicure_rt.outcome import (
-    ClinicalOptions,
-    Outcome,
-    analyse_outcome,
-    load_clinical,
-    parse_columns,
-    write_outcome,
-)
 from unicure_rt.outputs import refuse_existing, staged_output_dir
-from unicure_rt.score import versions
-from unicure_rt.scoring import drug_labels
-from unicure_rt.stratify import Strata, plot_strata, read_ranking, strata_warnings, stratify
-from unicure_rt.stratify_report import write_stratify_report
+
+if TYPE_CHECKING:
+    from unicure_rt.outcome import Outcome
+    from unicure_rt.stratify import Strata
 
 RECORDED_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "lifelines")
 TABLES = ("clusters.csv", "k_selection.csv", "differential_drugs.csv")
@@ -106,6 +98,17 @@ def stratify_command(
 ) -> None:
     """Cluster samples by their drug ranks and test which drugs differ between clusters; with
     --clinical, compare the survival of the clusters."""
+    from unicure_rt.outcome import (
+        ClinicalOptions,
+        analyse_outcome,
+        load_clinical,
+        parse_columns,
+        write_outcome,
+    )
+    from unicure_rt.score import versions
+    from unicure_rt.stratify import plot_strata, read_ranking, strata_warnings, stratify
+    from unicure_rt.stratify_report import write_stratify_report
+
     given = dict(zip(CLINICAL_ONLY, (id_column, time, event, adjust, associate), strict=True))
     if clinical is None and any(value is not None for value in given.values()):
         named = ", ".join(name for name, value in given.items() if value is not None)
@@ -186,6 +189,8 @@ def _sizes(strata: Strata) -> dict[str, int]:
 
 
 def _print_strata(strata: Strata, top: int) -> None:
+    from unicure_rt.scoring import drug_labels
+
     table = Table(title=f"k selection (chosen k = {strata.k})")
     for column in ("k", "inertia", "silhouette"):
         table.add_column(column, justify="right")

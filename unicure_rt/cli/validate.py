@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -37,18 +37,12 @@ from unicure_rt.cli.options import (
     ThreadsOpt,
     TrustedKeyOpt,
 )
-from unicure_rt.drugs import REFERENCE_DOSES_UM
-from unicure_rt.inputs import load_patient
-from unicure_rt.normals import normal_file
+from unicure_rt.defaults import EFFECTS, REFERENCE_DOSES_UM, SUITES
 from unicure_rt.outputs import refuse_existing
 from unicure_rt.provenance import recorded
-from unicure_rt.runtime import RuntimeOptions
-from unicure_rt.score import ScoreOptions, resolve_library, run_identity, scoring_choice
-from unicure_rt.scoring import EFFECTS
-from unicure_rt.validation.data import DataFolder
-from unicure_rt.validation.model import BundleModel
-from unicure_rt.validation.report import write_outputs
-from unicure_rt.validation.run import SUITES, ValidateOptions, comma_list, run_validation
+
+if TYPE_CHECKING:
+    from unicure_rt.validation.run import ValidateOptions
 
 # what the terminal shows per suite (validation.json and summary.md hold every figure)
 SHOWN = {
@@ -147,6 +141,15 @@ def validate(
 ) -> None:
     """Check a bundle's rankings against measured drug sensitivity (GDSC2), measured L1000
     signatures and known drug classes, side by side with the classic connectivity method."""
+    from unicure_rt.inputs import load_patient
+    from unicure_rt.normals import normal_file
+    from unicure_rt.runtime import RuntimeOptions
+    from unicure_rt.score import resolve_library, run_identity, scoring_choice
+    from unicure_rt.validation.data import DataFolder
+    from unicure_rt.validation.model import BundleModel
+    from unicure_rt.validation.report import write_outputs
+    from unicure_rt.validation.run import ValidateOptions, comma_list, run_validation
+
     started = time.perf_counter()
     protect = [data_dir, patients, normal_file(normal), drugs, bundle or DEFAULT_BUNDLE]
     if out is not None:
@@ -210,6 +213,8 @@ def validate(
 def _score_like(options: ValidateOptions):
     """The ScoreOptions that `run_identity` records (seed, draws, doses, first effect; no
     per-drug null: validate's p-values are its own)."""
+    from unicure_rt.score import ScoreOptions
+
     return ScoreOptions(
         doses=options.doses,
         draws=options.draws,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from unicure_rt.defaults import SUITES
 from unicure_rt.drugs import REFERENCE_DOSES_UM, DrugLibrary
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import PatientProfiles
@@ -25,8 +26,6 @@ from unicure_rt.validation.names import NORMAL_ATLASES
 from unicure_rt.validation.sensitivity import run_sensitivity
 from unicure_rt.validation.signatures import run_signatures
 from unicure_rt.validation.stats import N_BOOTSTRAP, N_PERMUTATIONS
-
-SUITES = ("sensitivity", "signatures", "classes")
 
 
 @dataclass(frozen=True)
