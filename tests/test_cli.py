@@ -232,6 +232,7 @@ def test_predict_named_drugs(tiny_bundle, tcga, tmp_path):
         out,
     )
     assert result.exit_code == 0, result.output
+    assert "Demonstration model" not in result.output  # a bundle trained elsewhere
     predictions = pd.read_parquet(out)
     assert len(predictions) == 10 * 2 * 2
     assert predictions.shape[1] == 3 + 978
@@ -240,6 +241,13 @@ def test_predict_named_drugs(tiny_bundle, tcga, tmp_path):
     assert progress[2] == "predicting: started" and progress[3].startswith("predicting: 10/10 (")
     bad = invoke("predict", tcga, "--bundle", tiny_bundle, "--drug", "aspirin-not-there")
     assert bad.exit_code == 2 and "not in library" in bad.output
+
+
+def test_bundled_demo_model_says_so_once(tcga):
+    """The bundled model's runs carry one line saying it is the demonstration model."""
+    result = invoke("predict", tcga, "--drug", "vorinostat", "--doses", "1", "--draws", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Demonstration model, not the published UniCure weights") == 1
 
 
 def test_predict_json(tiny_bundle, tcga, tmp_path):

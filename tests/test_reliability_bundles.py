@@ -417,7 +417,7 @@ def test_signature_options_go_together_and_need_the_extra(bundle, tmp_path, monk
     assert_clean_error(invoke("verify", bundle, "--bundle-signature", sig), "go together")
     monkeypatch.setitem(sys.modules, "model_signing", None)
     result = invoke("verify", bundle, "--bundle-signature", sig, "--trusted-key", sig)
-    assert_clean_error(result, "unicure-rt[signing]")
+    assert_clean_error(result, "pip install '.[signing]'")
 
 
 # ---- 13. a library's embedding width is the encoder's -------------------------------------

@@ -223,7 +223,7 @@ def test_missing_lifelines_names_the_install_command(cohort, tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "lifelines", None)
     result = stratify(cohort, tmp_path / "out", str(cohort / "clinical.csv"))
     assert result.exit_code == 2
-    assert "pip install 'unicure-rt[survival]'" in result.output
+    assert "pip install '.[survival]'" in result.output
     assert not (tmp_path / "out").exists()
 
 

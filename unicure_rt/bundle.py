@@ -163,7 +163,8 @@ def load_bundle(path: Path | str | None = None, pin: BundlePin | None = None) ->
     if isinstance(version, int) and version > FORMAT_VERSION:
         raise UserError(
             f"Bundle '{path}' has format version {version}, newer than this unicure-rt reads "
-            f"({FORMAT_VERSION}). Upgrade unicure-rt (`pip install -U unicure-rt`) to load it."
+            f"({FORMAT_VERSION}). Update unicure-rt (pull its repository, then `pip install .`) "
+            "to load it."
         )
     _refuse_problems(path, "its manifest is malformed", manifest_problems(manifest))
     _verify_files(path, manifest["files"])

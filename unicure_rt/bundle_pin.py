@@ -23,7 +23,8 @@ from unicure_rt.errors import UserError
 HEX64 = re.compile(r"[0-9a-f]{64}")
 MISSING_SIGNING = (
     "Verifying a bundle signature needs the optional model-signing package: install it with "
-    "`pip install 'unicure-rt[signing]'` (or from an offline kit built with that extra)."
+    "`pip install '.[signing]'` from your unicure-rt clone (or from an offline kit built with "
+    "that extra)."
 )
 
 

@@ -362,7 +362,7 @@ def _encoder(bundle: Bundle) -> _Encoder:
         raise UserError(
             f"Bundle '{bundle.path}' uses a drug encoder of kind '{kind}', which this version of "
             f"unicure-rt does not know (it knows '{RDKIT_KIND}' and '{PRECOMPUTED_KIND}'). "
-            "Upgrade unicure-rt (`pip install -U unicure-rt`)."
+            "Update unicure-rt (pull its repository, then `pip install .`)."
         )
     if spec.get("transform", "log1p") != "log1p":
         raise UserError(
@@ -641,7 +641,8 @@ def load_library(
     if version > LIBRARY_FORMAT_VERSION:
         raise UserError(
             f"Drug library '{path}' has format version {version}, newer than this unicure-rt "
-            f"reads ({LIBRARY_FORMAT_VERSION}). Upgrade unicure-rt (`pip install -U unicure-rt`)."
+            f"reads ({LIBRARY_FORMAT_VERSION}). Update unicure-rt (pull its repository, then `pip "
+            "install .`)."
         )
     if encoder_id is not None and library_encoder != encoder_id:
         raise UserError(

@@ -193,7 +193,8 @@ def write_sbom(requirements: Path, source: Path, out: Path) -> None:
     except ImportError:
         raise UserError(
             "Writing the kit's SBOM needs cyclonedx-bom on the building machine: "
-            "`pip install 'unicure-rt[kit]'` (or `pip install cyclonedx-bom`), then run "
+            "`pip install '.[kit]'` in your unicure-rt clone (or `pip install cyclonedx-bom`), "
+            "then run "
             "`unicure-rt kit` again."
         ) from None
     _run(

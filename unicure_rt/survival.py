@@ -1,7 +1,7 @@
 """Outcome of patient strata: clinical join, Kaplan-Meier, log-rank, Cox PH, association.
 
 Reads a clinical table (CSV/TSV/Parquet) and the `clusters` of `stratify`; everything survival
-is computed with lifelines, an optional extra (`pip install 'unicure-rt[survival]'`), imported
+is computed with lifelines, an optional extra (`pip install '.[survival]'`), imported
 lazily so the clinic install stays light. The strata are chosen from drug ranks alone (k by
 silhouette), never by looking at the outcome.
 """
@@ -50,7 +50,8 @@ def require_lifelines():
     except ImportError:
         raise UserError(
             "`stratify --clinical` needs the survival extra (lifelines), which is not installed. "
-            "Install it with `pip install 'unicure-rt[survival]'` (or `pip install lifelines`) "
+            "Install it from your unicure-rt clone with `pip install '.[survival]'` (or `pip "
+            "install lifelines`) "
             "and run the command again."
         ) from None
     return lifelines

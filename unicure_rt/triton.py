@@ -180,7 +180,7 @@ Serve it (any Triton release with the ONNX Runtime backend):
     docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -v "$PWD":/models \\
         nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models
 
-Call it (`pip install 'unicure-rt[triton]'`):
+Call it (`pip install '.[triton]'`):
 
     python client_example.py PATIENT.h5ad --normal-where condition=normal \\
         --drugs DRUG_LIBRARY.parquet --url localhost:8000

@@ -82,6 +82,20 @@ def bundle_line(bundle: Any) -> str:
     return f"[dim]bundle {escape(str(bundle.path))} (manifest sha256 {bundle.sha256})[/dim]"
 
 
+DEMO_NOTICE = (
+    "[yellow]Demonstration model, not the published UniCure weights: its rankings are "
+    "for trying the tool (see its MODEL_CARD.md and `unicure-rt validate`).[/yellow]"
+)
+
+
+def demo_notice(trained_by: str | None) -> str | None:
+    """The one line a run of the bundled demonstration model prints, so that nobody reads its
+    output as the published model's; None for any other bundle."""
+    from unicure_rt.bundle import DEMO_TRAINER
+
+    return DEMO_NOTICE if trained_by == DEMO_TRAINER else None
+
+
 TRAINED_DOSES_UM = (0.04, 10.0)  # the L1000 doses the model learnt from (reference ranking)
 LARGEST_DOSE_UM = 1000.0  # 1 mM: above it a dose is a unit error, not a drug concentration
 

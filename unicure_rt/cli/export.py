@@ -88,7 +88,7 @@ def export(
     except ImportError as exc:
         raise UserError(
             f"Exporting needs the training side ({exc.name} is not installed). Install it with "
-            "`pip install 'unicure-rt[export]'` (on CPU-only machines: "
+            "`pip install '.[export]'` in your unicure-rt clone (on CPU-only machines: "
             "`pip install torch==2.13.0` first, to get the CPU wheel)."
         ) from None
     with console.status("exporting") as status:

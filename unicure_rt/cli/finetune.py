@@ -79,7 +79,7 @@ def finetune_command(
     except ImportError as exc:
         raise UserError(
             f"Fine-tuning needs the training side ({exc.name} is not installed): "
-            "`pip install 'unicure-rt[export]'`."
+            "`pip install '.[export]'` in your unicure-rt clone."
         ) from None
     protect = [paired, bundle or DEFAULT_BUNDLE]
     refuse_existing(out, force, protect)

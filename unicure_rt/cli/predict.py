@@ -15,6 +15,7 @@ from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.cli.common import (
     bundle_line,
     console,
+    demo_notice,
     error_console,
     parse_doses,
     report_errors,
@@ -192,6 +193,9 @@ def predict(
         print(json.dumps(predictions_json(drug_rows, changes, names, run), indent=1))
         return
     console.print(bundle_line(loaded))
+    notice = demo_notice((loaded.manifest.get("provenance") or {}).get("trained_by"))
+    if notice:
+        console.print(notice)
     table = Table(
         title=f"Largest predicted changes (predicted - {BASELINES[effect]}; effect: {effect})"
     )

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from unicure_rt.bundle import DEFAULT_BUNDLE, DEMO_TRAINER, load_bundle
+from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.cli.combinations import (
     CombinationDosesOpt,
@@ -22,7 +22,13 @@ from unicure_rt.cli.combinations import (
     pair_options,
     print_pairs,
 )
-from unicure_rt.cli.common import console, parse_doses, report_errors, stage_progress
+from unicure_rt.cli.common import (
+    console,
+    demo_notice,
+    parse_doses,
+    report_errors,
+    stage_progress,
+)
 from unicure_rt.cli.options import (
     BundleOpt,
     BundleSha256Opt,
@@ -214,7 +220,8 @@ def score(
         raise UserError(
             f"--engine local scores one patient file at a time (got {len(input)} paths"
             f"{', including a folder' if any(p.is_dir() for p in input) else ''}). For a cohort "
-            "of files or a folder use --engine ray (pip install 'unicure-rt[ray]'), which also "
+            "of files or a folder use --engine ray (pip install '.[ray]' in a unicure-rt clone), "
+            "which also "
             "runs on this machine alone; or score the files one by one."
         )
     input = input[0]
@@ -452,11 +459,9 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None, *, report: bo
     )
     if run["provider_notes"]:
         console.print(f"[dim]{escape(gpu_note(run['provider_notes']))}[/dim]")
-    if run["bundle"].get("trained_by") == DEMO_TRAINER:
-        console.print(
-            "[yellow]Demonstration model, not the published UniCure weights: its rankings are "
-            "for trying the tool (see its MODEL_CARD.md and `unicure-rt validate`).[/yellow]"
-        )
+    notice = demo_notice(run["bundle"].get("trained_by"))
+    if notice:
+        console.print(notice)
     has_null = "p_value" in result.ranking
     for profile, rows in result.ranking.groupby("profile", sort=False):
         info = next(p for p in run["profiles"] if p["profile"] == profile)

@@ -50,7 +50,8 @@ def stratify_command(
         typer.Option(
             "--clinical",
             help="Clinical table (CSV/TSV/Parquet, one row per sample) for survival of the "
-            "strata: Kaplan-Meier, log-rank, Cox (needs pip install 'unicure-rt[survival]').",
+            "strata: Kaplan-Meier, log-rank, Cox (needs pip install '.[survival]' in a "
+            "unicure-rt clone).",
         ),
     ] = None,
     id_column: Annotated[

@@ -2,7 +2,7 @@
 `flexpert` models of a repository written by `unicure-rt export-triton`).
 
 `export-triton` copies this file into the model repository as `client_example.py`. Start
-Triton on the repository, then, with `pip install 'unicure-rt[triton]'`:
+Triton on the repository, then, with `pip install '.[triton]'`:
 
     python client_example.py PATIENT.h5ad --normal-where condition=normal \\
         --drugs drugs.parquet --url localhost:8000
