@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from unicure_rt.bundle import load_bundle
 from unicure_rt.cli.app import app
+from unicure_rt.drugs import inchikeys
 from unicure_rt.errors import UserError
 from unicure_rt.inputs import PatientProfiles, load_patient
 from unicure_rt.runtime import RuntimeOptions
@@ -27,7 +28,7 @@ from unicure_rt.validation.data import (
     gdsc_table,
 )
 from unicure_rt.validation.model import BundleModel
-from unicure_rt.validation.names import cell_line_key, inchikeys
+from unicure_rt.validation.names import cell_line_key
 from unicure_rt.validation.run import ValidateOptions, run_validation
 from unicure_rt.validation.sensitivity import gdsc_panel, run_sensitivity
 from unicure_rt.validation.signatures import run_signatures

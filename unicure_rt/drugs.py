@@ -556,6 +556,12 @@ STRUCTURE_GROUPS_NOTE = (
 )
 
 
+def inchikeys(values: pd.Series) -> pd.Series:
+    """InChIKeys without the 'InChIKey=' prefix some tables carry; missing stays missing."""
+    text = values.astype("string").str.replace("InChIKey=", "", regex=False).str.strip()
+    return text.where(text.str.len() > 0)
+
+
 def same_compound_groups(names: Sequence[str], inchi_keys: pd.Series | None) -> np.ndarray:
     """A group number per drug; drugs of one group are one compound (`STRUCTURE_GROUPS_NOTE`).
 
@@ -570,8 +576,6 @@ def same_compound_groups(names: Sequence[str], inchi_keys: pd.Series | None) -> 
     if inchi_keys is None:
         links = [names]
     else:
-        from unicure_rt.validation.names import inchikeys
-
         keys = inchikeys(pd.Series(list(inchi_keys), dtype="object"))
         links = [keys, names + "\n" + keys.str[:14]]  # a missing key links nothing
     n, offset, rows, nodes = len(names), len(names), [], []

@@ -323,12 +323,6 @@ def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def _inchikeys(values) -> np.ndarray:
-    return np.array(
-        [str(v).replace("InChIKey=", "").strip() if isinstance(v, str) else "" for v in values]
-    )
-
-
 # near-empty fingerprints: a model that ranks them high scores noise, not chemistry
 NEAR_EMPTY_COMPOUNDS = ("glycerol", "mannitol", "lithium chloride")
 
@@ -352,7 +346,7 @@ def tcga_ranking_evaluation(
     import pandas as pd
 
     from unicure_rt.bundle import load_bundle
-    from unicure_rt.drugs import REFERENCE_DOSES_UM, control_vectors, drug_vectors
+    from unicure_rt.drugs import REFERENCE_DOSES_UM, control_vectors, drug_vectors, inchikeys
     from unicure_rt.embed import embed_profiles, mean_embedding
     from unicure_rt.inputs import load_patient
     from unicure_rt.runtime import RuntimeOptions, create_session
@@ -396,11 +390,13 @@ def tcga_ranking_evaluation(
         .to_numpy()
     )
     z = consensus[present].to_numpy(np.float64)
-    lib_keys = _inchikeys(library.metadata.get("inchi_key", pd.Series([None] * len(library))))
+    lib_keys = inchikeys(
+        library.metadata.get("inchi_key", pd.Series([None] * len(library)))
+    ).fillna("")
     row_of = {k: i for i, k in reversed(list(enumerate(lib_keys))) if k}
     shared = [
         (j, row_of[k])
-        for j, k in enumerate(_inchikeys(bank["inchikey"]))
+        for j, k in enumerate(inchikeys(bank["inchikey"]).fillna(""))
         if k in row_of and has_atc[j]
     ]
     per_patient = []

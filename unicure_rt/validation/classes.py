@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs import DrugLibrary
+from unicure_rt.drugs import DrugLibrary, inchikeys
 from unicure_rt.inputs import PatientProfiles
 from unicure_rt.validation import classic
 from unicure_rt.validation.data import (
@@ -34,7 +34,6 @@ from unicure_rt.validation.data import (
     gdsc_table,
 )
 from unicure_rt.validation.model import EffectModel, unit_scores
-from unicure_rt.validation.names import inchikeys
 from unicure_rt.validation.sensitivity import gdsc_panel
 from unicure_rt.validation.stats import evaluate, rng_for
 from unicure_rt.validation.units import shuffled_rows

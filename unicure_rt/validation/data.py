@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.bundle import sha256_file
+from unicure_rt.drugs import inchikeys
 from unicure_rt.errors import UserError
-from unicure_rt.validation.names import cell_line_key, has_atc_prefix, inchikeys, normal_tissue
+from unicure_rt.validation.names import cell_line_key, has_atc_prefix, normal_tissue
 
 FILES = {
     "gdsc": "sensitivity/gdsc2_fitted_dose_response.parquet",

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 
-import pandas as pd
-
 # TCGA_DESC -> (HPA tissue consensus row, GTEx median TPM row). Carcinomas map to their organ;
 # neuroblastoma and adrenocortical carcinoma to the adrenal gland; brain tumours to cerebral
 # cortex (medulloblastoma: cerebellum); mesothelioma (pleura, absent from both atlases) to lung;
@@ -69,12 +67,6 @@ def cell_line_key(name: object) -> str:
 def drug_key(name: object) -> str:
     """Drug names compared ignoring case and punctuation ('5-FU' = '5fu')."""
     return re.sub(r"[^a-z0-9]", "", str(name).casefold())
-
-
-def inchikeys(values: pd.Series) -> pd.Series:
-    """InChIKeys without the 'InChIKey=' prefix some tables carry; missing stays missing."""
-    text = values.astype("string").str.replace("InChIKey=", "", regex=False).str.strip()
-    return text.where(text.str.len() > 0)
 
 
 def has_atc_prefix(codes: object, prefix: str = "L01") -> bool | None:

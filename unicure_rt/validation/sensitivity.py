@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs import DrugLibrary
+from unicure_rt.drugs import DrugLibrary, inchikeys
 from unicure_rt.validation import classic
 from unicure_rt.validation.data import (
     MEASURES,
@@ -28,7 +28,7 @@ from unicure_rt.validation.data import (
     gdsc_table,
 )
 from unicure_rt.validation.model import EffectModel, unit_scores
-from unicure_rt.validation.names import drug_key, inchikeys
+from unicure_rt.validation.names import drug_key
 from unicure_rt.validation.stats import evaluate, rng_for
 from unicure_rt.validation.units import shuffled_rows, signature_genes
 

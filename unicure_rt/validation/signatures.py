@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs import DrugLibrary
+from unicure_rt.drugs import DrugLibrary, inchikeys
 from unicure_rt.scoring import unit_centred
 from unicure_rt.validation.data import (
     AVERAGED,
@@ -31,7 +31,6 @@ from unicure_rt.validation.data import (
     lincs_structures,
 )
 from unicure_rt.validation.model import EffectModel, mean_effects
-from unicure_rt.validation.names import inchikeys
 from unicure_rt.validation.stats import N_PERMUTATIONS, rng_for, summary
 from unicure_rt.validation.units import shuffled_rows
 
