@@ -196,20 +196,24 @@ def current_rss_mib() -> float:
 
 
 def timed_command(cmd: list[str], *, env: dict | None = None, cwd: Path = REPO) -> dict:
-    """Run `cmd` under /usr/bin/time -v: wall seconds, peak RSS (MiB), exit code, output tail."""
+    """Run `cmd` under /usr/bin/time -v: wall seconds, CPU seconds (user + system), peak RSS
+    (MiB), exit code, output tail."""
     out_file = Path(f"/tmp/unicure-bench-time-{os.getpid()}.txt")
     full = [TIME_BIN, "-v", "-o", str(out_file), *cmd] if Path(TIME_BIN).exists() else cmd
     t0 = time.perf_counter()
     done = subprocess.run(full, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     wall = time.perf_counter() - t0
-    rss = None
+    rss = cpu = None
     if out_file.exists():
         text = out_file.read_text()
         out_file.unlink()
         match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
         rss = int(match.group(1)) / 1024 if match else None
+        times = re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", text)
+        cpu = sum(float(t) for t in times) if len(times) == 2 else None
     return {
         "wall_s": wall,
+        "cpu_s": cpu,
         "peak_rss_mib": rss,
         "returncode": done.returncode,
         "stdout_tail": done.stdout[-2000:],
