@@ -181,6 +181,28 @@ def test_log2_with_a_pseudocount_is_accepted_and_reported(shared_data):
     assert (patient.tumour.to_numpy() >= 0).all()
 
 
+def test_a_few_log2_pseudocount_samples_without_a_zero_are_accepted(shared_data, tmp_path):
+    """SCAN-B's first 10 tumours hold no FPKM of 0: the minimum is held once, not shared."""
+    raw = pd.read_parquet(shared_data / "cohorts" / "scanb_breast_400_log2fpkm.parquet")
+    first = raw.iloc[:10]
+    assert (first.to_numpy() == first.to_numpy().min()).sum() == 1
+    first.to_parquet(tmp_path / "ten.parquet")
+    patient = load_patient(tmp_path / "ten.parquet", normal="tissue:breast")
+    detected = patient.qc["input"]["log_pseudocount"]
+    assert patient.qc["input"]["value_kind"] == "log_pseudocount"
+    assert detected["n_at_floor"] == 1 and "no value is 0" in detected["detected"]
+    assert (patient.tumour.to_numpy() >= 0).all()
+
+
+def test_a_stray_negative_value_is_still_refused(shared_data, tmp_path):
+    raw = pd.read_parquet(shared_data / "cohorts" / "scanb_breast_400_log2fpkm.parquet")
+    positive = raw.iloc[:10].clip(lower=0.5)
+    positive.iloc[3, 7] = -1.0
+    positive.to_parquet(tmp_path / "stray.parquet")
+    with pytest.raises(UserError, match="1 negative values are too few"):
+        load_patient(tmp_path / "stray.parquet", normal="tissue:breast")
+
+
 def test_z_scores_are_still_refused(shared_data, tmp_path):
     raw = pd.read_parquet(shared_data / "cohorts" / "scanb_breast_400_log2fpkm.parquet")
     z = (raw - raw.mean()) / raw.std()

@@ -12,8 +12,11 @@ Value kinds (`value_kind`), detected on the whole matrix that is read
     - `log_pseudocount`: log2 with a small pseudo-count, log2(x + c) with c < 1 (e.g.
       log2(FPKM + 0.1)): negative values down to a floor log2(c) that several values share
       (the zeros), at most `MAX_NEGATIVE_FRACTION` of the values negative, the floor at least
-      `LOG_FLOOR_MIN` and the maximum at most 30. Any other negative values (z-scores, centred
-      or scaled data: about half the values negative, no shared floor) are refused;
+      `LOG_FLOOR_MIN` and the maximum at most 30. A few samples of landmark genes may hold no
+      zero at all, so the floor is held once: that is accepted too when at least
+      `FEW_NEGATIVES_MIN` values and at most `FEW_NEGATIVES_FRACTION` of them are negative
+      (c is then at most 2**min). Any other negative values (z-scores, centred or scaled data:
+      about half the values negative, no shared floor; a stray negative value) are refused;
     - `counts`: every value is a whole number;
     - `linear`: non-integer values whose maximum exceeds 100 (RSEM expected counts, TPM, FPKM);
     - `log`: non-integer values whose maximum is at most 30 (log2 or ln expression);
@@ -75,6 +78,11 @@ BULK_MIN_DETECTED = 0.8
 the file measures holds bulk samples, whatever its ids: bulk RNA-seq and arrays detect nearly
 all of them (TCGA 0.999, HPA and GTEx tissues 0.998, SCAN-B 1.0), single cells far fewer
 (Smart-seq2 oligodendroglioma 0.45, PBMC 0.32)."""
+FEW_NEGATIVES_MIN = 20
+FEW_NEGATIVES_FRACTION = 0.05
+"""log2(x + c) without a shared floor: SCAN-B's first 10 tumours (log2(FPKM + 0.1), 730
+landmark genes) hold 96 negative values (1.3%) and their minimum once; scaled data are about
+half negative and a stray negative value is one."""
 LOG_FLOOR_MIN = -20.0
 """The lowest floor read as log2 of a pseudo-count (c = 2**-20, about 1e-6)."""
 N_EXAMPLES = 5
@@ -487,16 +495,24 @@ def _negative_kind(data: _Input, scan: dict, where: str) -> str:
     """`log_pseudocount` when the negative values look like log2(x + c), c < 1 (see the module
     docstring; sets `data.log_offset` and records the evidence in `data.qc`); else UserError."""
     fraction = scan["n_negative"] / max(scan["n_values"], 1)
-    floor_ok = scan["min"] >= LOG_FLOOR_MIN and scan["n_at_min"] >= 2
+    shared = scan["n_at_min"] >= 2
+    few = scan["n_negative"] >= FEW_NEGATIVES_MIN and fraction <= FEW_NEGATIVES_FRACTION
+    floor_ok = scan["min"] >= LOG_FLOOR_MIN and (shared or few)
     if fraction <= MAX_NEGATIVE_FRACTION and floor_ok and scan["max"] <= LOG_MAX:
         data.log_offset = float(2.0 ** scan["min"])
+        floor = (
+            f"{scan['n_at_min']} values share the floor {scan['min']:g}"
+            if shared
+            else f"no value is 0 (the minimum {scan['min']:g} is held once: c is at most "
+            f"{data.log_offset:.3g})"
+        )
         data.qc["log_pseudocount"] = {
             "floor": scan["min"],
             "n_at_floor": scan["n_at_min"],
             "negative_fraction": fraction,
             "pseudocount": data.log_offset,
-            "detected": f"log2(x + {data.log_offset:.3g}): {scan['n_at_min']} values share the "
-            f"floor {scan['min']:g}, {fraction:.1%} of the values are negative",
+            "detected": f"log2(x + {data.log_offset:.3g}): {floor}, {fraction:.1%} of the "
+            "values are negative",
         }
         return "log_pseudocount"
     if fraction > MAX_NEGATIVE_FRACTION:
@@ -504,7 +520,9 @@ def _negative_kind(data: _Input, scan: dict, where: str) -> str:
     elif not floor_ok:
         why = (
             f"its minimum {scan['min']:.4g} is held by {scan['n_at_min']} value(s), not a floor "
-            f"shared by the zeros of log2(x + c) with c at least 2**{LOG_FLOOR_MIN:g}"
+            f"shared by the zeros of log2(x + c) with c at least 2**{LOG_FLOOR_MIN:g}, and "
+            f"{scan['n_negative']} negative values are too few to read as log2(x + c) without "
+            f"one (at least {FEW_NEGATIVES_MIN}, at most {FEW_NEGATIVES_FRACTION:.0%})"
         )
     else:
         why = f"its maximum {scan['max']:.4g} is too large for log expression"
