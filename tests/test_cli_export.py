@@ -47,6 +47,10 @@ def test_published_checkpoint_exports_to_a_verified_bundle(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "Parity with PyTorch" in result.output
+    progress = result.stderr.splitlines()  # no terminal: each step's start and end on stderr
+    assert progress[0] == "loading checkpoint: started"
+    assert progress[1].startswith("loading checkpoint: 1/1 (")
+    assert len(progress) >= 6 and progress[-1].endswith(")") and "1/1" in progress[-1]
     bundle = load_bundle(out)
     manifest = bundle.manifest
     assert manifest["model"]["padding"] == "reference" and manifest["model"]["pad_length"] == 1536

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from unicure_rt.cli.common import console, report_errors
+from unicure_rt.cli.common import console, report_errors, stage_progress
 from unicure_rt.errors import UserError
 
 
@@ -91,7 +91,16 @@ def export(
             "`pip install '.[export]'` in your unicure-rt clone (on CPU-only machines: "
             "`pip install torch==2.13.0` first, to get the CPU wheel)."
         ) from None
-    with console.status("exporting") as status:
+    with stage_progress(False) as on_progress:
+        steps: list[str] = []
+
+        def step(name: str) -> None:
+            """Export reports named steps, not counts: each step is one unit of work."""
+            if steps:
+                on_progress(steps[-1], 1, 1)
+            steps.append(name)
+            on_progress(name, 0, 1)
+
         manifest, results = export_checkpoint(
             checkpoint,
             out,
@@ -104,8 +113,10 @@ def export(
             force=force,
             validation_data=validation_data,
             precision=precision.value,
-            progress=lambda step: status.update(step),
+            progress=step,
         )
+        if steps:
+            on_progress(steps[-1], 1, 1)
     table = Table(title=f"Parity with PyTorch ({out})")
     for column in ("graph", "case", "output", "max abs error", "max rel error", "atol"):
         table.add_column(column)
