@@ -36,11 +36,11 @@ def test_tampered_bundle_is_refused_naming_the_file(bundle_dir, tamper, message)
         load_bundle(bundle_dir)
 
 
-def test_newer_format_is_refused_with_upgrade_hint(bundle_dir):
+def test_newer_format_is_refused_with_update_hint(bundle_dir):
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     manifest["format_version"] = FORMAT_VERSION + 1
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(UserError, match="Upgrade unicure-rt"):
+    with pytest.raises(UserError, match="Update unicure-rt .pull its repository"):
         load_bundle(bundle_dir)
 
 

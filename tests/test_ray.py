@@ -294,5 +294,5 @@ def test_missing_ray_is_a_clean_error(cohort, tiny_bundle, tmp_path, monkeypatch
     out = tmp_path / "out"
     result = score_on_ray(cohort, tiny_bundle, out)
     assert result.exit_code == 2, result.output
-    assert "pip install '.[ray]' in a unicure-rt clone" in " ".join(result.output.split())
+    assert "pip install '.[ray]'` in a unicure-rt clone" in " ".join(result.output.split())
     assert not out.exists()
