@@ -91,12 +91,34 @@ def section(validation: dict, command: str, effect: str, rank_by: str) -> str:
         "change agrees with measured signatures of unseen compounds, it matches or beats the "
         "published formula on sensitivity, and its p-values and FDR mean something (under the "
         "published formula the shared platform offset makes almost every drug 'significant'). "
-        "On L01 AUROC it is 0.01 below the published formula and both stay below the classic "
-        "connectivity score and the mean response: this model does not reach the classic "
-        "baseline on drug classes.",
+        + l01_sentence(suites["classes"]["summary"], effect, rank_by),
         "",
     ]
     return "\n".join(lines)
+
+
+def l01_sentence(summary: list[dict], effect: str, rank_by: str) -> str:
+    """The L01 AUROC of the chosen scoring against the published formula, classic connectivity
+    (same drugs) and the mean response, in words computed from the figures."""
+    metric = "L01 AUROC"
+    chosen = figure(summary, metric, f"bundle, {effect}" + (", z" if rank_by == "z" else ""))
+    published = figure(summary, metric, "bundle, published")
+    classic = figure(summary, metric, "classic connectivity (Pearson), shared drugs")
+    mean = figure(summary, metric, f"mean response, {effect}")
+    gap = chosen["mean"] - classic["mean"]
+    versus = "above" if chosen["mean"] >= published["mean"] else "below"
+    difference = abs(chosen["mean"] - published["mean"])
+    verdict = (
+        "it reaches the classic baseline on drug classes"
+        if gap >= 0
+        else f"it is {-gap:.3f} below classic connectivity on the same drugs "
+        f"({classic['mean']:.3f}): this model does not reach the classic baseline on drug classes"
+    )
+    return (
+        f"On L01 AUROC it scores {chosen['mean']:.3f}, {difference:.3f} "
+        f"{versus} the published formula; {verdict}; the mean response (the drug's score "
+        f"averaged over the other patients) scores {mean['mean']:.3f}."
+    )
 
 
 def main() -> None:
