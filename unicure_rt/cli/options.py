@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from unicure_rt.defaults import REFERENCE_DOSES_UM
+
 InputArg = Annotated[
     Path, typer.Argument(metavar="INPUT", help="Patient file: .h5ad, or a CSV/TSV/Parquet table.")
 ]
@@ -90,7 +92,10 @@ DrugsOpt = Annotated[
 DosesOpt = Annotated[
     str | None,
     typer.Option(
-        "--doses", help="Comma-separated doses in µM (default: 0.04,0.12,0.37,1.11,3.33,10)."
+        "--doses",
+        help="Comma-separated doses in µM (default: "
+        + ",".join(f"{dose:g}" for dose in REFERENCE_DOSES_UM)
+        + ").",
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
