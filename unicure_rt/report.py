@@ -43,7 +43,9 @@ border:1px solid #f0b36a;padding:.5rem .8rem;border-radius:4px}img{max-width:100
 """
 
 
-def _figures(result: ScoreResult, top: int, out: Path) -> dict[str, Path]:
+def _figures(
+    result: ScoreResult, best: dict[str, pd.DataFrame], top: int, out: Path
+) -> dict[str, Path]:
     """Draw the report's figures with mathtext off: sample ids and drug names are data, and a
     '$' in one must print as itself, not crash the figure as a formula."""
     import matplotlib
@@ -52,13 +54,15 @@ def _figures(result: ScoreResult, top: int, out: Path) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     with matplotlib.rc_context({"text.parse_math": False}):
-        return _draw_figures(plt, result, top, out)
+        return _draw_figures(plt, result, best, top, out)
 
 
-def _draw_figures(plt, result: ScoreResult, top: int, out: Path) -> dict[str, Path]:
+def _draw_figures(
+    plt, result: ScoreResult, best: dict[str, pd.DataFrame], top: int, out: Path
+) -> dict[str, Path]:
+    """`best`: each profile's `top_compounds` table, in the ranking's profile order."""
     ranking, doses = result.ranking, result.run["doses_uM"]
-    profiles = list(dict.fromkeys(ranking["profile"]))
-    best = {p: top_compounds(ranking[ranking["profile"] == p], top) for p in profiles}
+    profiles = list(best)
     figures = {}
 
     rank_by = result.run["rank_by"]
@@ -222,7 +226,11 @@ COLUMNS = {
 def write_report(result: ScoreResult, out: Path, *, top: int = 10) -> Path:
     """Write the figures and `report.html` into the folder `out` (which must exist)."""
     run = result.run
-    figures = _figures(result, top, out)
+    best = {
+        profile: top_compounds(rows, top)
+        for profile, rows in result.ranking.groupby("profile", sort=False)
+    }
+    figures = _figures(result, best, top, out)
     sections = [
         f"<h1>unicure-rt drug ranking</h1><p class='note'>{len(run['profiles'])} profile(s) x "
         f"{run['library']['n_drugs']} drugs x {len(run['doses_uM'])} doses, seed {run['seed']}, "
@@ -245,15 +253,14 @@ def write_report(result: ScoreResult, out: Path, *, top: int = 10) -> Path:
         )
         + "</p>",
     ]
-    for profile, rows in result.ranking.groupby("profile", sort=False):
+    for profile, compounds in best.items():
         info = next(p for p in run["profiles"] if p["profile"] == profile)
         sections.append(
             f"<h3>{html.escape(profile)}</h3><p class='note'>normal reference: "
             f"{html.escape(info['normal_source'])}; {profile_kind(run, info)}; embedding spread "
             f"across draws: {info['embedding_spread']:.4f}</p>"
         )
-        best = top_compounds(rows, top)
-        shown = best[[c for c in COLUMNS if c in rows]].rename(columns=COLUMNS)
+        shown = compounds[[c for c in COLUMNS if c in compounds]].rename(columns=COLUMNS)
         shown["ids"] = [_id_list(ids) for ids in shown["ids"]]
         shown["best dose (µM)"] = [f"{d:g}" for d in shown["best dose (µM)"]]
         if "L01" in shown:
