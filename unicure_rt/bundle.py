@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from unicure_rt.bundle_contract import ENCODER_GRAPH, RDKIT_KIND, contract_problems
 from unicure_rt.bundle_schema import GENE_PREFIX, manifest_problems
-from unicure_rt.errors import UserError
+from unicure_rt.errors import UPDATE_HINT, UserError
 
 if TYPE_CHECKING:
     from unicure_rt.bundle_pin import BundlePin
@@ -163,8 +163,7 @@ def load_bundle(path: Path | str | None = None, pin: BundlePin | None = None) ->
     if isinstance(version, int) and version > FORMAT_VERSION:
         raise UserError(
             f"Bundle '{path}' has format version {version}, newer than this unicure-rt reads "
-            f"({FORMAT_VERSION}). Update unicure-rt (pull its repository, then `pip install .`) "
-            "to load it."
+            f"({FORMAT_VERSION}). {UPDATE_HINT} to load it."
         )
     _refuse_problems(path, "its manifest is malformed", manifest_problems(manifest))
     _verify_files(path, manifest["files"])

@@ -64,7 +64,7 @@ from unicure_rt import __version__
 from unicure_rt.bundle import creation_time
 from unicure_rt.bundle_contract import ENCODER_GRAPH, ENCODER_INPUT, ENCODER_OUTPUT, RDKIT_KIND
 from unicure_rt.defaults import REFERENCE_DOSES_UM
-from unicure_rt.errors import UserError
+from unicure_rt.errors import UPDATE_HINT, UserError
 from unicure_rt.outputs import refuse_existing, staged_output_file
 
 if TYPE_CHECKING:
@@ -362,7 +362,7 @@ def _encoder(bundle: Bundle) -> _Encoder:
         raise UserError(
             f"Bundle '{bundle.path}' uses a drug encoder of kind '{kind}', which this version of "
             f"unicure-rt does not know (it knows '{RDKIT_KIND}' and '{PRECOMPUTED_KIND}'). "
-            "Update unicure-rt (pull its repository, then `pip install .`)."
+            f"{UPDATE_HINT}."
         )
     if spec.get("transform", "log1p") != "log1p":
         raise UserError(
@@ -645,8 +645,7 @@ def load_library(
     if version > LIBRARY_FORMAT_VERSION:
         raise UserError(
             f"Drug library '{path}' has format version {version}, newer than this unicure-rt "
-            f"reads ({LIBRARY_FORMAT_VERSION}). Update unicure-rt (pull its repository, then `pip "
-            "install .`)."
+            f"reads ({LIBRARY_FORMAT_VERSION}). {UPDATE_HINT}."
         )
     if encoder_id is not None and library_encoder != encoder_id:
         raise UserError(

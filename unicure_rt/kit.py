@@ -194,8 +194,7 @@ def write_sbom(requirements: Path, source: Path, out: Path) -> None:
         raise UserError(
             "Writing the kit's SBOM needs cyclonedx-bom on the building machine: "
             "`pip install '.[kit]'` in your unicure-rt clone (or `pip install cyclonedx-bom`), "
-            "then run "
-            "`unicure-rt kit` again."
+            "then run `unicure-rt kit` again."
         ) from None
     _run(
         [sys.executable, "-m", "cyclonedx_py", "requirements", str(requirements)]

@@ -50,9 +50,8 @@ def require_lifelines():
     except ImportError:
         raise UserError(
             "`stratify --clinical` needs the survival extra (lifelines), which is not installed. "
-            "Install it from your unicure-rt clone with `pip install '.[survival]'` (or `pip "
-            "install lifelines`) "
-            "and run the command again."
+            "Install it from your unicure-rt clone with `pip install '.[survival]'` (or "
+            "`pip install lifelines`) and run the command again."
         ) from None
     return lifelines
 

@@ -88,12 +88,13 @@ DEMO_NOTICE = (
 )
 
 
-def demo_notice(trained_by: str | None) -> str | None:
+def print_demo_notice(trained_by: str | None) -> None:
     """The one line a run of the bundled demonstration model prints, so that nobody reads its
-    output as the published model's; None for any other bundle."""
+    output as the published model's; nothing for any other bundle."""
     from unicure_rt.bundle import DEMO_TRAINER
 
-    return DEMO_NOTICE if trained_by == DEMO_TRAINER else None
+    if trained_by == DEMO_TRAINER:
+        console.print(DEMO_NOTICE)
 
 
 TRAINED_DOSES_UM = (0.04, 10.0)  # the L1000 doses the model learnt from (reference ranking)

@@ -15,9 +15,9 @@ from unicure_rt.bundle_pin import BundlePin
 from unicure_rt.cli.common import (
     bundle_line,
     console,
-    demo_notice,
     error_console,
     parse_doses,
+    print_demo_notice,
     report_errors,
     stage_progress,
 )
@@ -193,9 +193,7 @@ def predict(
         print(json.dumps(predictions_json(drug_rows, changes, names, run), indent=1))
         return
     console.print(bundle_line(loaded))
-    notice = demo_notice((loaded.manifest.get("provenance") or {}).get("trained_by"))
-    if notice:
-        console.print(notice)
+    print_demo_notice((loaded.manifest.get("provenance") or {}).get("trained_by"))
     table = Table(
         title=f"Largest predicted changes (predicted - {BASELINES[effect]}; effect: {effect})"
     )

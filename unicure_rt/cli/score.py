@@ -24,8 +24,8 @@ from unicure_rt.cli.combinations import (
 )
 from unicure_rt.cli.common import (
     console,
-    demo_notice,
     parse_doses,
+    print_demo_notice,
     report_errors,
     stage_progress,
 )
@@ -221,8 +221,7 @@ def score(
             f"--engine local scores one patient file at a time (got {len(input)} paths"
             f"{', including a folder' if any(p.is_dir() for p in input) else ''}). For a cohort "
             "of files or a folder use --engine ray (pip install '.[ray]' in a unicure-rt clone), "
-            "which also "
-            "runs on this machine alone; or score the files one by one."
+            "which also runs on this machine alone; or score the files one by one."
         )
     input = input[0]
     if report and out is None:
@@ -459,9 +458,7 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None, *, report: bo
     )
     if run["provider_notes"]:
         console.print(f"[dim]{escape(gpu_note(run['provider_notes']))}[/dim]")
-    notice = demo_notice(run["bundle"].get("trained_by"))
-    if notice:
-        console.print(notice)
+    print_demo_notice(run["bundle"].get("trained_by"))
     has_null = "p_value" in result.ranking
     for profile, rows in result.ranking.groupby("profile", sort=False):
         info = next(p for p in run["profiles"] if p["profile"] == profile)

@@ -60,8 +60,7 @@ from unicure_rt.score import ScoreOptions, resolve_library
 MISSING_RAY = (
     "--engine ray needs Ray, an optional dependency that is not installed here: install it "
     "with `pip install '.[ray]'` in a unicure-rt clone (Ray Data 2.9 or newer) on this machine "
-    "and on every "
-    "node of the cluster, or score on this machine with --engine local."
+    "and on every node of the cluster, or score on this machine with --engine local."
 )
 SHOWN_ERRORS = 3
 
