@@ -133,6 +133,8 @@ class _Input:
     genes: list[str] = field(default_factory=list)
     gene_matrix: Any = None
     log_offset: float = 1.0  # c of log2(x + c) for log kinds, set by `_value_kind`
+    # per observation, landmark genes detected, and how many the file measures (`_layout`)
+    landmark_detection: tuple[np.ndarray, int] | None = None
 
 
 def _examples(items: Sequence) -> str:
@@ -777,17 +779,21 @@ def _profiles(data: _Input, keys: pd.DataFrame, min_cells: int | None, kind: str
 def _detected_fraction(data: _Input, kind: str, positions: np.ndarray) -> float:
     """Median share of the file's landmark genes (every resolved gene when it has none) that the
     observations at `positions` detect, i.e. hold above the zero of the value kind (0, or the
-    floor log2(c) of log2(x + c)). One more pass over the matrix."""
-    landmarks = set(normals.load_references().values.index)
-    columns = [i for i, symbol in enumerate(data.symbols) if symbol in landmarks]
-    columns = columns or [i for i, symbol in enumerate(data.symbols) if symbol is not None]
-    zero = np.log2(data.log_offset) if kind == "log_pseudocount" else 0.0
-    detected = np.zeros(len(data.obs))
-    for start, block in _row_blocks(data.values, data.path):
-        part = block[:, columns]
-        part = part.toarray() if sparse.issparse(part) else part
-        detected[start : start + block.shape[0]] = (part > zero).sum(axis=1)
-    return float(np.median(detected[positions])) / len(columns)
+    floor log2(c) of log2(x + c)). One more pass over the matrix, made once per file and shared
+    by its sides (kept in `data.landmark_detection`)."""
+    if data.landmark_detection is None:
+        landmarks = set(normals.load_references().values.index)
+        columns = [i for i, symbol in enumerate(data.symbols) if symbol in landmarks]
+        columns = columns or [i for i, symbol in enumerate(data.symbols) if symbol is not None]
+        zero = np.log2(data.log_offset) if kind == "log_pseudocount" else 0.0
+        detected = np.zeros(len(data.obs))
+        for start, block in _row_blocks(data.values, data.path):
+            part = block[:, columns]
+            part = part.toarray() if sparse.issparse(part) else part
+            detected[start : start + block.shape[0]] = (part > zero).sum(axis=1)
+        data.landmark_detection = (detected, len(columns))
+    detected, n_columns = data.landmark_detection
+    return float(np.median(detected[positions])) / n_columns
 
 
 def _layout(data, keys, kind, side, sample_source, explicit) -> tuple[bool, float | None]:
