@@ -115,7 +115,7 @@ def finetune_command(
     if worse:
         error_console.print(f"[yellow]Warning: {escape(worse)}[/yellow]", soft_wrap=True)
     if as_json:
-        print(json.dumps(finetune_json(result, out, export), indent=1))
+        print(json.dumps(finetune_json(result, worse, out, export), indent=1))
         return
     _print_evaluation(result)
     console.print(
@@ -139,10 +139,11 @@ def _print_evaluation(result) -> None:
     console.print(table)
 
 
-def finetune_json(result, out: Path, export: Path | None) -> dict:
+def finetune_json(result, worse: str | None, out: Path, export: Path | None) -> dict:
     """`finetune --json`: the evaluation of base and fine-tuned models on the held-out
-    conditions, the verdict, the training summary and what was written (NaN as null)."""
-    from unicure_rt.finetune import DECIDING_METRIC, worse_than_base
+    conditions, the verdict (`worse`: `worse_than_base`'s message, or None), the training
+    summary and what was written (NaN as null)."""
+    from unicure_rt.finetune import DECIDING_METRIC
 
     evaluation = [
         {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
@@ -152,7 +153,7 @@ def finetune_json(result, out: Path, export: Path | None) -> dict:
     return {
         "evaluation": evaluation,
         "deciding_metric": DECIDING_METRIC,
-        "worse_than_base": worse_than_base(result.evaluation) is not None,
+        "worse_than_base": worse is not None,
         "epochs_run": record["epochs_run"],
         "best_validation_loss": record["best_validation_loss"],
         "split_sizes": record["split_sizes"],
