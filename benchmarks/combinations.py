@@ -34,11 +34,11 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
 
 def bundled(tops: list[int], repeats: int) -> list[dict]:
     """Pair cost on the bundled model for one TCGA profile (CPU)."""
-    from unicure_rt.bundle import load_bundle
-    from unicure_rt.combinations import PairOptions
-    from unicure_rt.inputs import load_patient
-    from unicure_rt.runtime import RuntimeOptions
-    from unicure_rt.score import ScoreOptions, resolve_library, score_patient
+    from unicure_rt.bundle.load import load_bundle
+    from unicure_rt.patients.load import load_patient
+    from unicure_rt.runtime.sessions import RuntimeOptions
+    from unicure_rt.scoring.combinations import PairOptions
+    from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
 
     bundle = load_bundle(None)
     library = resolve_library(bundle, None)
@@ -72,9 +72,9 @@ def published_size(tops: list[int], repeats: int, work: Path) -> list[dict]:
     import pandas as pd
     from w1_flexpert import make_library, make_problem
 
-    from unicure_rt.combinations import PairOptions, profile_pairs
-    from unicure_rt.runtime import RuntimeOptions, create_session
-    from unicure_rt.score import FlexPertRunner, ScoreOptions, _profile_ranking
+    from unicure_rt.runtime.sessions import RuntimeOptions, create_session
+    from unicure_rt.scoring.combinations import PairOptions, profile_pairs
+    from unicure_rt.scoring.pipeline import FlexPertRunner, ScoreOptions, _profile_ranking
 
     paths = models.w1_bundle(work)
     session, _ = create_session(paths["bundle"] / "flexpert.onnx", RuntimeOptions(device="cpu"))

@@ -86,9 +86,9 @@ def control_ranks(ranking: pd.DataFrame, no_drug: pd.Series) -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(REPO))
-    from unicure_rt.bundle import load_bundle
-    from unicure_rt.inputs import load_patient
-    from unicure_rt.score import ScoreOptions, resolve_library, score_patient
+    from unicure_rt.bundle.load import load_bundle
+    from unicure_rt.patients.load import load_patient
+    from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
 
     bundle = load_bundle()
     library = resolve_library(bundle, None)

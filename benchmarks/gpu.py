@@ -68,7 +68,7 @@ def configurations(devices: list[str]) -> list[tuple[str, str, str, bool]]:
 
 def graph_paths(work: Path) -> dict[str, Path]:
     """The W1 FlexPert graph at fp32 and fp16 (the fp16 variant is made once and cached)."""
-    from unicure_rt.export.precision import make_variant
+    from unicure_rt.train.export.precision import make_variant
 
     paths = models.w1_bundle(work)
     fp16_dir = paths["root"] / "fp16"
@@ -92,7 +92,7 @@ def timed(fn, repeats: int) -> tuple[dict, object]:
 def run_configuration(label, device, precision, fp16, graphs, problems, args, reference) -> dict:
     """Both workloads on one configuration; a failure is recorded, not raised."""
     from unicure_rt.errors import UserError
-    from unicure_rt.runtime import RuntimeOptions, create_session
+    from unicure_rt.runtime.sessions import RuntimeOptions, create_session
 
     runtime = RuntimeOptions(device=device, fp16=fp16, cache_dir=args.work / "trt_cache")
     try:
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown device(s) {unknown}; choose from cpu, cuda, tensorrt")
     args.work.mkdir(parents=True, exist_ok=True)
 
-    from unicure_rt.drugs import load_library
-    from unicure_rt.runtime import RuntimeOptions, create_session, gpu_name
+    from unicure_rt.drugs.library import load_library
+    from unicure_rt.runtime.sessions import RuntimeOptions, create_session, gpu_name
 
     graphs = graph_paths(args.work)
     w1_drugs = N_DRUGS_QUICK if args.quick else N_DRUGS

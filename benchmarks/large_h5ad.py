@@ -26,8 +26,8 @@ import pandas as pd
 from report import write_section
 from scipy import sparse
 
-from unicure_rt.export.pipeline import default_output_genes
-from unicure_rt.genes import gene_table
+from unicure_rt.patients.genes import gene_table
+from unicure_rt.train.export.pipeline import default_output_genes
 
 
 def build(path: Path, n_cells: int, n_genes: int, per_cell: int, seed: int = 0) -> None:

@@ -2,9 +2,9 @@
 
 - `w1_bundle`: the published FlexPert + decoder at full size (random weights in the published
   checkpoint layout from `tests/published_fixtures.py`, tiny backbone), converted with
-  `unicure_rt.export.convert` and exported with `export_bundle` (fp32), plus the int8 variant of
-  its `flexpert.onnx` made by `unicure_rt.export.precision.make_variant` (the export path's own
-  int8 settings).
+  `unicure_rt.train.export.convert` and exported with `export_bundle` (fp32), plus the int8
+  variant of its `flexpert.onnx` made by `unicure_rt.train.export.precision.make_variant` (the
+  export path's own int8 settings).
 - `w2_bundle(n_layers)`: the published backbone sizes (d_model 1280, 20 heads, d_ff 5120,
   `reference` padding, 1536 positions, token_dim 5120) with `n_layers` layers, a synthetic
   vocabulary of `N_VOCAB_GENES` genes, and the published FlexPert.
@@ -31,7 +31,7 @@ W1_TAG = "w1-published-flexpert-v1"
 
 
 def output_genes() -> list[str]:
-    from unicure_rt.export.pipeline import default_output_genes
+    from unicure_rt.train.export.pipeline import default_output_genes
 
     return list(default_output_genes())
 
@@ -54,7 +54,7 @@ def published_flexpert_model():
 
     from published_fixtures import make_published_state_dict, make_uce_files
 
-    from unicure_rt.export.convert import convert_checkpoint
+    from unicure_rt.train.export.convert import convert_checkpoint
 
     state = make_published_state_dict(full_flexpert=True, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,9 +67,9 @@ def published_flexpert_model():
 
 def w1_bundle(work: Path, log=print) -> dict:
     """fp32 bundle, int8 flexpert graph and the native PyTorch checkpoint of the W1 model."""
-    from unicure_rt.export.bundle_writer import ExportOptions, export_bundle
-    from unicure_rt.export.precision import make_variant
-    from unicure_rt.models.unicure import save_native
+    from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle
+    from unicure_rt.train.export.precision import make_variant
+    from unicure_rt.train.models.unicure import save_native
 
     root = work / "w1"
     paths = {
@@ -98,7 +98,7 @@ def w1_bundle(work: Path, log=print) -> dict:
 
 
 def load_w1_torch(paths: dict):
-    from unicure_rt.models.unicure import load_native
+    from unicure_rt.train.models.unicure import load_native
 
     model, _ = load_native(paths["native"])
     return model.eval()
@@ -121,7 +121,7 @@ def synthetic_vocabulary(n_genes: int, seed: int = 0) -> dict:
 
 
 def w2_config(n_layers: int, vocab_size: int):
-    from unicure_rt.models import UniCureConfig
+    from unicure_rt.train.models import UniCureConfig
 
     return UniCureConfig(
         vocab_size=vocab_size, n_layers=n_layers, lora_layers=(), padding="reference"
@@ -134,10 +134,10 @@ def w2_bundle(work: Path, n_layers: int, log=print) -> dict:
 
     import torch
 
-    from unicure_rt.export.bundle_writer import ExportOptions, export_bundle
-    from unicure_rt.export.precision import make_variant
-    from unicure_rt.models import UniCure
-    from unicure_rt.models.unicure import save_native
+    from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle
+    from unicure_rt.train.export.precision import make_variant
+    from unicure_rt.train.models import UniCure
+    from unicure_rt.train.models.unicure import save_native
 
     tag = f"w2-L{n_layers}-V{N_VOCAB_GENES}-v1"
     root = work / f"w2_L{n_layers}"
@@ -184,9 +184,9 @@ def small_bundle(work: Path, n_drugs: int = 5000, log=print) -> dict:
     """A small random model over the landmark genes with an `n_drugs` random library."""
     import torch
 
-    from unicure_rt.drugs import import_library
-    from unicure_rt.export.bundle_writer import ExportOptions, export_bundle
-    from unicure_rt.models import UniCure, UniCureConfig
+    from unicure_rt.drugs.library import import_library
+    from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle
+    from unicure_rt.train.models import UniCure, UniCureConfig
 
     tag = f"small-{n_drugs}-v1"
     root = work / "small"
@@ -239,7 +239,7 @@ def small_bundle(work: Path, n_drugs: int = 5000, log=print) -> dict:
 
 def default_bundle_or_small(work: Path, log=print) -> tuple[Path, str]:
     """The bundled default model if present and valid, else the small stand-in; and its label."""
-    from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+    from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
     from unicure_rt.errors import UserError
 
     if (DEFAULT_BUNDLE / "manifest.json").exists():

@@ -80,8 +80,8 @@ def make_cohort(folder: Path, n_profiles: int, per_file: int) -> list[Path]:
 def make_library(bundle, n_drugs: int, out: Path) -> Path:
     import pandas as pd
 
-    from unicure_rt.drugs import import_library
-    from unicure_rt.score import resolve_library
+    from unicure_rt.drugs.library import import_library
+    from unicure_rt.scoring.pipeline import resolve_library
 
     library = resolve_library(bundle, None)
     n = min(n_drugs, len(library))
@@ -148,11 +148,11 @@ def main() -> None:
     import ray
 
     sys.path.insert(0, str(REPO))
-    from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+    from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
     from unicure_rt.engines.ray_engine import score_cohort
-    from unicure_rt.inputs import LoadOptions, load_patient
-    from unicure_rt.runtime import RuntimeOptions
-    from unicure_rt.score import ScoreOptions, resolve_library, score_patient
+    from unicure_rt.patients.load import LoadOptions, load_patient
+    from unicure_rt.runtime.sessions import RuntimeOptions
+    from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
 
     work = Path(tempfile.mkdtemp(prefix="unicure-ray-bench-"))
     try:

@@ -36,7 +36,7 @@ from report import write_section
 
 PROBE_STEPS = {
     "import_cli_s": "import `unicure_rt.cli.app`",
-    "import_score_s": "import of what `score` runs (`unicure_rt.score`, `inputs`, ...)",
+    "import_score_s": "import of what `score` runs (`unicure_rt.scoring.pipeline`, `inputs`, ...)",
     "load_bundle_s": "`load_bundle` (sha256 of every file)",
     "load_library_s": "drug library",
     "create_sessions_s": "two ONNX Runtime sessions",
@@ -48,8 +48,8 @@ HELP_CODE = (
     "try:\n    main()\nexcept SystemExit:\n    pass\n"
 )
 SCORE_IMPORTS_CODE = (
-    "import unicure_rt.cli.app, unicure_rt.combinations, unicure_rt.inputs, unicure_rt.normals, "
-    "unicure_rt.runtime, unicure_rt.score"
+    "import unicure_rt.cli.app, unicure_rt.scoring.combinations, unicure_rt.patients.load, "
+    "unicure_rt.patients.normals, unicure_rt.runtime.sessions, unicure_rt.scoring.pipeline"
 )
 
 

@@ -18,22 +18,22 @@ import unicure_rt.cli.app  # noqa: E402, F401
 
 t_import = time.perf_counter()
 # what `unicure-rt score` imports when it runs (the imports inside `unicure_rt.cli.score.score`)
-import unicure_rt.combinations  # noqa: E402, F401
-import unicure_rt.inputs  # noqa: E402, F401
-import unicure_rt.normals  # noqa: E402, F401
-import unicure_rt.runtime  # noqa: E402, F401
-import unicure_rt.score  # noqa: E402, F401
+import unicure_rt.patients.load  # noqa: E402, F401
+import unicure_rt.patients.normals  # noqa: E402, F401
+import unicure_rt.runtime.sessions  # noqa: E402, F401
+import unicure_rt.scoring.combinations  # noqa: E402, F401
+import unicure_rt.scoring.pipeline  # noqa: E402, F401
 
 t_import_score = time.perf_counter()
-from unicure_rt.bundle import load_bundle  # noqa: E402
+from unicure_rt.bundle.load import load_bundle  # noqa: E402
 
 loaded = load_bundle(sys.argv[1] if len(sys.argv) > 1 else None)
 t_bundle = time.perf_counter()
-from unicure_rt.score import resolve_library  # noqa: E402
+from unicure_rt.scoring.pipeline import resolve_library  # noqa: E402
 
 library = resolve_library(loaded, None)
 t_library = time.perf_counter()
-from unicure_rt.runtime import RuntimeOptions, create_session  # noqa: E402
+from unicure_rt.runtime.sessions import RuntimeOptions, create_session  # noqa: E402
 
 options = RuntimeOptions()
 create_session(loaded.graph_path("backbone"), options)

@@ -33,7 +33,7 @@ class Problem:
 
 
 def make_library(work: Path, n_drugs: int, seed: int = 0):
-    from unicure_rt.drugs import import_library, load_library
+    from unicure_rt.drugs.library import import_library, load_library
 
     path = work / f"w1_library_{n_drugs}.parquet"
     if not path.exists():
@@ -53,7 +53,7 @@ def make_problem(session, library, seed: int = 0) -> Problem:
     noise of the size of the drug-to-drug spread, and the normal profile differs from it by
     random noise of the same size: scores then spread over drugs as in real use.
     """
-    from unicure_rt.drugs import REFERENCE_DOSES_UM, drug_vectors
+    from unicure_rt.drugs.library import REFERENCE_DOSES_UM, drug_vectors
 
     rng = np.random.default_rng(seed + 100)
     cell = rng.normal(size=1280)
@@ -95,7 +95,7 @@ def baseline(flexpert, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """The published workflow: eager forward per dose, pandas Pearson loop, mean, ranking."""
     import torch
 
-    from unicure_rt.drugs import drug_vectors
+    from unicure_rt.drugs.library import drug_vectors
 
     embeddings = problem.library.embeddings
     u, s = problem.tumour, problem.tumour - problem.normal
@@ -114,7 +114,7 @@ def baseline(flexpert, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 
 def candidate(session, problem: Problem, drug_batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """unicure-rt's own scoring path for one profile (one draw)."""
-    from unicure_rt.score import FlexPertRunner, ScoreOptions, _profile_ranking
+    from unicure_rt.scoring.pipeline import FlexPertRunner, ScoreOptions, _profile_ranking
 
     options = ScoreOptions(doses=problem.doses, draws=1, drug_batch=drug_batch)
     runner = FlexPertRunner(session, problem.library, options)
@@ -143,7 +143,7 @@ def largest_swapped_gap(scores: np.ndarray, other_ranks: np.ndarray) -> float:
 def fidelity(reference: np.ndarray, variant: np.ndarray, k: int = 20) -> dict:
     from scipy.stats import spearmanr
 
-    from unicure_rt.scoring import ascending_ranks
+    from unicure_rt.scoring.effects import ascending_ranks
 
     top_r = set(np.flatnonzero(ascending_ranks(reference) <= k).tolist())
     top_v = set(np.flatnonzero(ascending_ranks(variant) <= k).tolist())
@@ -155,7 +155,7 @@ def fidelity(reference: np.ndarray, variant: np.ndarray, k: int = 20) -> dict:
 
 
 def sessions(paths: dict, runtime=None):
-    from unicure_rt.runtime import RuntimeOptions, create_session
+    from unicure_rt.runtime.sessions import RuntimeOptions, create_session
 
     runtime = runtime or RuntimeOptions(device="cpu")
     fp32, _ = create_session(paths["bundle"] / "flexpert.onnx", runtime)
@@ -250,10 +250,12 @@ def run(args, work: Path) -> dict:
         "fp32_vs_baseline": same,
         "int8_vs_fp32": {"per_patient": int8_fid, "spearman_min": spearman_min},
         "int8_settings": settings,
-        "int8_source": "unicure_rt.export.precision.make_variant (export path's INT8_SETTINGS)",
+        "int8_source": (
+            "unicure_rt.train.export.precision.make_variant (export path's INT8_SETTINGS)"
+        ),
         "model": "published FlexPert+decoder sizes, random weights in the published layout "
         "(tests/published_fixtures.make_published_state_dict(full_flexpert=True)), converted "
-        "with unicure_rt.export.convert, exported with export_bundle",
+        "with unicure_rt.train.export.convert, exported with export_bundle",
     }
     full = n_drugs == N_DRUGS
     note = "" if full else f"--quick: {n_drugs} drugs, not 4,992"

@@ -31,7 +31,7 @@ PUBLISHED_TABLE_BYTES = 145_469 * 5120 * 4
 
 
 def _sentences(manifest: dict, batch: int, seed: int = 0):
-    from unicure_rt.tokenizer import Tokenizer
+    from unicure_rt.runtime.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_spec(manifest["tokenizer"])
     rng = np.random.default_rng(seed)
@@ -47,12 +47,12 @@ def child(work: Path, n_layers: int, repeats: int, batches: list[int]) -> dict:
     """Export (cached) and time one layer count; run in its own process."""
     import torch
 
-    from unicure_rt.runtime import RuntimeOptions, create_session
+    from unicure_rt.runtime.sessions import RuntimeOptions, create_session
 
     paths = models.w2_bundle(work, n_layers)
     export = json.loads(paths["export"].read_text())
     manifest = json.loads((paths["bundle"] / "manifest.json").read_text())
-    from unicure_rt.models.unicure import load_native
+    from unicure_rt.train.models.unicure import load_native
 
     model, _ = load_native(paths["native"])
     backbone = model.backbone.eval()
@@ -89,7 +89,7 @@ def child(work: Path, n_layers: int, repeats: int, batches: list[int]) -> dict:
             name: {**summary(t), "per_sentence_s": float(np.median(t)) / batch}
             for name, t in times.items()
         }
-    from unicure_rt.export.precision import _graph_bytes
+    from unicure_rt.train.export.precision import _graph_bytes
 
     return {
         "n_layers": n_layers,
@@ -112,7 +112,7 @@ def analytic_sizes(vocab_tokens: int) -> dict:
     """Parameters of the exported graphs at full size, counted on meta-device modules."""
     import torch
 
-    from unicure_rt.models import UniCure
+    from unicure_rt.train.models import UniCure
 
     config = models.w2_config(FULL_LAYERS, vocab_tokens)
     with torch.device("meta"):

@@ -27,7 +27,7 @@ def run(args, work: Path) -> dict:
     repeats = args.repeats or (1 if args.quick else 2)
     exe = shutil.which("unicure-rt") or str(Path(sys.executable).parent / "unicure-rt")
     base = [exe, "score", EXAMPLE, "--normal-where", "condition=normal"]
-    from unicure_rt.bundle import DEFAULT_BUNDLE
+    from unicure_rt.bundle.load import DEFAULT_BUNDLE
 
     extra = [] if Path(bundle) == DEFAULT_BUNDLE else ["--bundle", str(bundle)]
     cmd = base + extra

@@ -1,9 +1,9 @@
 """W4: one patient against libraries of 10k, 100k and 1M compounds; throughput and peak RSS.
 
 Libraries hold synthetic 512-d embeddings stored as float16, written in streaming chunks with
-the library writer of `unicure_rt.drugs` (the one `import_library` uses). Each size is scored
-in a fresh process by `score_patient` (the first tumour profile of the TCGA example, one draw,
-the six reference doses, predictions of the top 10 kept), which reports its peak RSS.
+the library writer of `unicure_rt.drugs.library` (the one `import_library` uses). Each size is
+scored in a fresh process by `score_patient` (the first tumour profile of the TCGA example, one
+draw, the six reference doses, predictions of the top 10 kept), which reports its peak RSS.
 Unless `--no-compare-old`, the same child also runs the pre-streaming `FlexPertRunner` (score.py of
 commit `OLD_COMMIT`) on the sizes up to 100k.
 """
@@ -29,7 +29,7 @@ OLD_COMMIT = "4638830"
 
 
 def write_library(path: Path, n: int, encoder_id: str, seed: int = 0) -> Path:
-    from unicure_rt.drugs import _LibraryWriter, _metadata_schema
+    from unicure_rt.drugs.library import _LibraryWriter, _metadata_schema
 
     if path.exists():
         return path
@@ -62,9 +62,9 @@ def child(bundle: Path, library_path: Path, implementation: str, top: int) -> di
 
     from common import current_rss_mib
 
-    from unicure_rt.bundle import load_bundle
-    from unicure_rt.drugs import load_library
-    from unicure_rt.inputs import PatientProfiles, load_patient
+    from unicure_rt.bundle.load import load_bundle
+    from unicure_rt.drugs.library import load_library
+    from unicure_rt.patients.load import PatientProfiles, load_patient
 
     if implementation == "old":
         import importlib.util
@@ -83,7 +83,7 @@ def child(bundle: Path, library_path: Path, implementation: str, top: int) -> di
         sys.modules["old_score"] = score
         spec.loader.exec_module(score)
     else:
-        import unicure_rt.score as score
+        import unicure_rt.scoring.pipeline as score
 
     t0 = time.perf_counter()
     loaded = load_bundle(bundle)
@@ -126,7 +126,7 @@ def run(args, work: Path) -> dict:
     sizes = SIZES_QUICK if args.quick else SIZES
     import hashlib
 
-    from unicure_rt.bundle import load_bundle
+    from unicure_rt.bundle.load import load_bundle
 
     encoder_id = load_bundle(bundle).drug_encoder["id"]
     tag = hashlib.sha256(encoder_id.encode()).hexdigest()[:8]

@@ -5,7 +5,8 @@ Source: ``drugs/lincs_compounds.tsv.gz`` of the shared data (dhimmel/lincs ``per
 
 Steps: drop rows whose SMILES RDKit cannot parse (the 29 with ``-666``), deduplicate by InChIKey
 (keeping a named compound over a bare BRD id), flag antineoplastic compounds, optionally cap the
-number of drugs, then embed with the bundle's drug encoder (``unicure_rt.drugs.build_library``).
+number of drugs, then embed with the bundle's drug encoder
+(``unicure_rt.drugs.library.build_library``).
 
 Antineoplastic flag: a compound is matched to DrugBank (``drugs/drugbank.tsv``) by full InChIKey
 or by case-insensitive name; ``True`` if a matched entry has an ATC code starting with ``L01``,
@@ -36,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unicure_rt import drugs
-from unicure_rt.bundle import load_bundle
+from unicure_rt.bundle.load import load_bundle
+from unicure_rt.drugs import library as drugs
 
 SOURCE = "LINCS L1000 compounds (dhimmel/lincs pertinfo, https://github.com/dhimmel/lincs)"
 LICENSE = "CC0-1.0 (structures); antineoplastic flag derived from DrugBank ATC codes"

@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from unicure_rt import normals
-from unicure_rt.bundle import load_bundle
-from unicure_rt.inputs import PatientProfiles, load_patient, load_profiles
-from unicure_rt.runtime import RuntimeOptions
-from unicure_rt.score import ScoreOptions, resolve_library, score_patient
+from unicure_rt.bundle.load import load_bundle
+from unicure_rt.patients import normals
+from unicure_rt.patients.load import PatientProfiles, load_patient, load_profiles
+from unicure_rt.runtime.sessions import RuntimeOptions
+from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
 
 REPO = Path(__file__).resolve().parents[1]
 TCGA = REPO / "examples" / "tcga_brca.h5ad"

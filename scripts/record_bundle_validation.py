@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unicure_rt.bundle import write_manifest
+from unicure_rt.bundle.load import write_manifest
 
 SECTION = "## Validation against measured data"
 ROWS = [

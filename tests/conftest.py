@@ -25,8 +25,8 @@ def shared_data() -> Path:
 
 def landmark_vocabulary() -> tuple[dict, list[str]]:
     """A native vocabulary over the 978 landmark genes (loci from the packaged gene table)."""
-    from unicure_rt.export.pipeline import default_output_genes
-    from unicure_rt.genes import gene_table
+    from unicure_rt.patients.genes import gene_table
+    from unicure_rt.train.export.pipeline import default_output_genes
 
     genes = default_output_genes()
     loci = gene_table().set_index("symbol").loc[genes, ["chromosome", "start"]]
@@ -41,7 +41,7 @@ def landmark_vocabulary() -> tuple[dict, list[str]]:
 
 
 def tiny_config(vocab_size: int, padding: str = "masked"):
-    from unicure_rt.models import UniCureConfig
+    from unicure_rt.train.models import UniCureConfig
 
     return UniCureConfig(
         vocab_size=vocab_size,
@@ -65,9 +65,9 @@ def tiny_config(vocab_size: int, padding: str = "masked"):
 def tiny_bundle(tmp_path_factory) -> Path:
     """A random-weight model over the landmark genes, exported with a 50-drug library."""
     torch = pytest.importorskip("torch", reason="the export tests need the [export] extra (torch)")
-    from unicure_rt.drugs import import_library
-    from unicure_rt.export.bundle_writer import ExportOptions, export_bundle
-    from unicure_rt.models import UniCure
+    from unicure_rt.drugs.library import import_library
+    from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle
+    from unicure_rt.train.models import UniCure
 
     vocabulary, genes = landmark_vocabulary()
     torch.manual_seed(0)

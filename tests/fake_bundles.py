@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unicure_rt.bundle import write_manifest
+from unicure_rt.bundle.load import write_manifest
 
 CELL_DIM = 8
 GENES = ["GENEA", "GENEB", "GENEC"]

@@ -1,7 +1,7 @@
 """An independent, plain PyTorch reading of sections 3-5 of the reference, for tests.
 
 It computes directly from a state dict in the PUBLISHED layout (section 6) with published token
-ids, and shares no code with `unicure_rt.models`: every layer is written out by hand. LoRA is
+ids, and shares no code with `unicure_rt.train.models`: every layer is written out by hand. LoRA is
 applied unmerged, as `lora_pytorch` does at forward time: its effective in-projection weight is
 `W_q + (q_out.weight @ q_in.weight).T`, so the query gets `x @ q_out.weight @ q_in.weight` added
 (likewise k, v), while its effective out-projection weight is `W_o + o_out.weight @ o_in.weight`,

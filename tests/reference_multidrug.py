@@ -1,5 +1,5 @@
 """The drug input of the published `MultiDrugDataset` (UniCure's combination data loader),
-written out independently of `unicure_rt.drugs`, for tests.
+written out independently of `unicure_rt.drugs.library`, for tests.
 
 An arm is a drug name and a dose; the name `CTRL` is the control arm. A drug arm is its
 embedding, then log10(dose + 1), right-padded with that same value to 528 values; a control arm

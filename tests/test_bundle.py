@@ -4,7 +4,7 @@ import shutil
 import pytest
 from fake_bundles import write_fake_bundle
 
-from unicure_rt.bundle import FORMAT_VERSION, load_bundle
+from unicure_rt.bundle.load import FORMAT_VERSION, load_bundle
 from unicure_rt.errors import UserError
 
 
@@ -69,7 +69,7 @@ def test_graph_with_external_data_outside_the_bundle_is_refused(tmp_path):
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from unicure_rt.runtime import RuntimeOptions, create_session
+    from unicure_rt.runtime.sessions import RuntimeOptions, create_session
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -100,7 +100,7 @@ def test_graph_with_external_data_outside_the_bundle_is_refused(tmp_path):
 
 
 def test_creation_time_follows_source_date_epoch(monkeypatch):
-    from unicure_rt.bundle import creation_time
+    from unicure_rt.bundle.load import creation_time
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert creation_time() == "2023-11-14T22:13:20+00:00"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.cli.app import app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

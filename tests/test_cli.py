@@ -313,7 +313,9 @@ def test_score_runs_without_torch(tiny_bundle, tcga, tmp_path):
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, unicure_rt.cli.app, unicure_rt.score; print('torch' in sys.modules)"
+    code = (
+        "import sys, unicure_rt.cli.app, unicure_rt.scoring.pipeline; print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
 
@@ -335,7 +337,7 @@ def test_report_is_self_contained(tiny_bundle, tcga, tmp_path):
 
 
 def test_signature_constant_over_measured_genes_is_refused(tiny_bundle, tmp_path):
-    from unicure_rt.export.pipeline import default_output_genes
+    from unicure_rt.train.export.pipeline import default_output_genes
 
     genes = default_output_genes()
     base = np.random.default_rng(0).uniform(2, 12, size=len(genes)).round(1) + 0.25

@@ -12,11 +12,11 @@ torch = pytest.importorskip("torch", reason="the export tests need the [export] 
 from published_fixtures import make_published_state_dict, make_uce_files  # noqa: E402
 from reference_impl import reference_cell_embedding  # noqa: E402
 
-from unicure_rt.bundle import load_bundle  # noqa: E402
+from unicure_rt.bundle.load import load_bundle  # noqa: E402
 from unicure_rt.cli.app import app  # noqa: E402
-from unicure_rt.export.convert import published_vocabulary  # noqa: E402
-from unicure_rt.models import UniCure, add_lora, save_native  # noqa: E402
-from unicure_rt.tokenizer import Tokenizer  # noqa: E402
+from unicure_rt.runtime.tokenizer import Tokenizer  # noqa: E402
+from unicure_rt.train.export.convert import published_vocabulary  # noqa: E402
+from unicure_rt.train.models import UniCure, add_lora, save_native  # noqa: E402
 
 runner = CliRunner()
 

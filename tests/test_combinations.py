@@ -1,5 +1,5 @@
-"""Drug pairs (`unicure_rt.combinations`, `score --combinations`): the arms chosen, both orders
-fed with the published drug input, the additive baseline and synergy against planted stub
+"""Drug pairs (`unicure_rt.scoring.combinations`, `score --combinations`): the arms chosen, both
+orders fed with the published drug input, the additive baseline and synergy against planted stub
 models, and the command line end to end."""
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import pytest
 from typer.testing import CliRunner
 
 from unicure_rt.cli.app import app
-from unicure_rt.combinations import (
+from unicure_rt.drugs.library import DRUG_VECTOR_LENGTH, import_library, load_library
+from unicure_rt.errors import UserError
+from unicure_rt.outputs import PARQUET_MARKER_KEY
+from unicure_rt.scoring.combinations import (
     EXTRAPOLATION_NOTE,
     SCORE_COLUMNS,
     PairOptions,
     choose_arms,
     profile_pairs,
 )
-from unicure_rt.drugs import DRUG_VECTOR_LENGTH, import_library, load_library
-from unicure_rt.errors import UserError
-from unicure_rt.outputs import PARQUET_MARKER_KEY
-from unicure_rt.score import FlexPertRunner, ScoreOptions
+from unicure_rt.scoring.pipeline import FlexPertRunner, ScoreOptions
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
 N_GENES = 978
@@ -308,12 +308,12 @@ def test_bad_combination_options_exit_2(tiny_bundle, tmp_path, args, message):
 def test_predict_pair_is_the_mean_of_both_orders_with_the_published_input(tiny_bundle, tmp_path):
     from reference_multidrug import multidrug_input
 
-    from unicure_rt.bundle import load_bundle
-    from unicure_rt.embed import embed_profiles, mean_embedding
-    from unicure_rt.inputs import load_profiles
-    from unicure_rt.runtime import RuntimeOptions, create_session
-    from unicure_rt.score import resolve_library
-    from unicure_rt.tokenizer import Tokenizer
+    from unicure_rt.bundle.load import load_bundle
+    from unicure_rt.patients.load import load_profiles
+    from unicure_rt.runtime.embed import embed_profiles, mean_embedding
+    from unicure_rt.runtime.sessions import RuntimeOptions, create_session
+    from unicure_rt.runtime.tokenizer import Tokenizer
+    from unicure_rt.scoring.pipeline import resolve_library
 
     out = tmp_path / "pairs.parquet"
     args = ("--drug", "drug03+drug07", "--drug", "drug01", "--doses", "1,10", "--draws", "1")

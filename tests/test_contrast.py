@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from scipy.stats import kstest, pearsonr
 
-from unicure_rt.bundle import load_bundle
-from unicure_rt.drugs import drug_vectors
-from unicure_rt.inputs import load_patient
-from unicure_rt.runtime import RuntimeOptions, create_session
-from unicure_rt.score import (
+from unicure_rt.bundle.load import load_bundle
+from unicure_rt.drugs.library import drug_vectors
+from unicure_rt.patients.load import load_patient
+from unicure_rt.runtime.sessions import RuntimeOptions, create_session
+from unicure_rt.scoring.pipeline import (
     FlexPertRunner,
     ScoreOptions,
     _profile_ranking,
@@ -188,8 +188,8 @@ def test_null_columns_follow_rank_by(bundle, patient):
 
 
 def test_terminal_lists_a_compound_under_several_ids_once():
-    from unicure_rt.score import l01_mark, top_compounds
-    from unicure_rt.scoring import compound_labels
+    from unicure_rt.scoring.effects import compound_labels
+    from unicure_rt.scoring.pipeline import l01_mark, top_compounds
 
     ranked = pd.DataFrame(
         {

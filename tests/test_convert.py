@@ -11,9 +11,10 @@ import torch
 from published_fixtures import RENAME_CASES, make_published_state_dict, make_uce_files
 from reference_impl import reference_cell_embedding, reference_expression, reference_forward
 
-from unicure_rt.bundle_schema import CHROM_PREFIX, GENE_PREFIX
+from unicure_rt.bundle.schema import CHROM_PREFIX, GENE_PREFIX
 from unicure_rt.errors import UserError
-from unicure_rt.export.convert import (
+from unicure_rt.runtime.tokenizer import Tokenizer
+from unicure_rt.train.export.convert import (
     PUBLISHED_CHROM_OFFSET,
     PUBLISHED_GENE_OFFSET,
     REFERENCE_RENAMES,
@@ -24,8 +25,7 @@ from unicure_rt.export.convert import (
     read_protein_gene_list,
     read_species_chrom,
 )
-from unicure_rt.models import UniCureConfig
-from unicure_rt.tokenizer import Tokenizer
+from unicure_rt.train.models import UniCureConfig
 
 PAD_LENGTH, SAMPLE_SIZE, N_HEADS = 320, 256, 4
 TOLERANCE = 1e-5
@@ -535,9 +535,9 @@ def test_published_formula_reproduces_the_reference_workflow_ranks_with_ties(mod
     import pandas as pd
     from scipy.stats import pearsonr
 
-    from unicure_rt.drugs import REFERENCE_DOSES_UM
-    from unicure_rt.drugs import drug_vectors as unicure_drug_vectors
-    from unicure_rt.score import FlexPertRunner, ScoreOptions, _profile_ranking
+    from unicure_rt.drugs.library import REFERENCE_DOSES_UM
+    from unicure_rt.drugs.library import drug_vectors as unicure_drug_vectors
+    from unicure_rt.scoring.pipeline import FlexPertRunner, ScoreOptions, _profile_ranking
 
     rng = np.random.default_rng(5)
     embeddings = rng.normal(size=(24, 512)).astype(np.float32)

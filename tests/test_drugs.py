@@ -18,8 +18,8 @@ import pytest
 from fake_bundles import write_fake_bundle
 from reference_multidrug import CTRL, multidrug_input
 
-from unicure_rt import drugs
-from unicure_rt.bundle import load_bundle
+from unicure_rt.bundle.load import load_bundle
+from unicure_rt.drugs import library as drugs
 from unicure_rt.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -619,5 +619,8 @@ def test_lincs_subset(rdkit_bundle, tmp_path):
 
 
 def test_no_torch_import():
-    code = "import sys, unicure_rt.drugs, unicure_rt.cli.drugs; sys.exit('torch' in sys.modules)"
+    code = (
+        "import sys, unicure_rt.drugs.library, unicure_rt.cli.drugs; "
+        "sys.exit('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

@@ -10,12 +10,12 @@ import pytest
 torch = pytest.importorskip("torch", reason="the export tests need the [export] extra (torch)")
 ort = pytest.importorskip("onnxruntime")
 
-from unicure_rt.bundle import load_bundle  # noqa: E402
+from unicure_rt.bundle.load import load_bundle  # noqa: E402
 from unicure_rt.errors import UserError  # noqa: E402
-from unicure_rt.export.bundle_writer import ExportOptions, export_bundle  # noqa: E402
-from unicure_rt.export.validate import ParityError  # noqa: E402
-from unicure_rt.models import UniCure, UniCureConfig, add_lora, merge_lora  # noqa: E402
-from unicure_rt.tokenizer import Tokenizer  # noqa: E402
+from unicure_rt.runtime.tokenizer import Tokenizer  # noqa: E402
+from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle  # noqa: E402
+from unicure_rt.train.export.validate import ParityError  # noqa: E402
+from unicure_rt.train.models import UniCure, UniCureConfig, add_lora, merge_lora  # noqa: E402
 
 GENES = [f"G{i}" for i in range(30)]
 VOCAB = {
@@ -196,7 +196,7 @@ def test_existing_output_is_not_overwritten(exported):
 
 
 def test_parity_gate_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
-    import unicure_rt.export.bundle_writer as writer
+    import unicure_rt.train.export.bundle_writer as writer
 
     original = writer._build_cases
 
@@ -224,7 +224,7 @@ def test_manifest_is_json_with_hashes(exported):
 @pytest.mark.parametrize("attn_dim", [8, 32, 64])
 def test_flexpert_graph_folds_are_exact(attn_dim):
     """value_map folds only when attention is as wide as a window; both paths are exact."""
-    from unicure_rt.export.graphs import FlexPertGraph
+    from unicure_rt.train.export.graphs import FlexPertGraph
 
     flexpert = model(attn_dim=attn_dim, decoder_hidden=256).flexpert.eval()
     graph = FlexPertGraph(flexpert).eval()

@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch", reason="fine-tuning needs the [export] extra (torch)")
 
-from unicure_rt import finetune as ft  # noqa: E402
-from unicure_rt.bundle import load_bundle  # noqa: E402
+from unicure_rt.bundle.load import load_bundle  # noqa: E402
 from unicure_rt.cli.app import app  # noqa: E402
 from unicure_rt.errors import UserError  # noqa: E402
-from unicure_rt.export.pipeline import default_output_genes  # noqa: E402
+from unicure_rt.train import finetune as ft  # noqa: E402
+from unicure_rt.train.export.pipeline import default_output_genes  # noqa: E402
 
 GENES = default_output_genes()
 PLATE_META = (

@@ -1,4 +1,4 @@
-"""Gene-identifier resolution (`unicure_rt.genes`) and the gene table build script."""
+"""Gene-identifier resolution (`unicure_rt.patients.genes`) and the gene table build script."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from unicure_rt.genes import GENE_TABLE, gene_table, resolve_gene_ids
+from unicure_rt.patients.genes import GENE_TABLE, gene_table, resolve_gene_ids
 
 REPO = Path(__file__).resolve().parents[1]
 

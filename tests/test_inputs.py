@@ -1,4 +1,4 @@
-"""Reading patient files (`unicure_rt.inputs`): synthetic files for each rule, then real data."""
+"""Reading patient files (`unicure_rt.patients`): synthetic files for each rule, then real data."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from unicure_rt import inputs
 from unicure_rt.errors import UserError
-from unicure_rt.genes import gene_table
-from unicure_rt.inputs import (
+from unicure_rt.patients import load as inputs
+from unicure_rt.patients.genes import gene_table
+from unicure_rt.patients.load import (
     MIN_OUTPUT_GENE_FRACTION,
     check_coverage,
     gene_coverage,

@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 
 from unicure_rt.cli.app import app
 from unicure_rt.errors import UserError
-from unicure_rt.kit import (
+from unicure_rt.kit.build import (
     KitOptions,
     check_options,
     check_package_data,
     target_requirements,
     wheel_name_version,
 )
-from unicure_rt.kit_verify import KitVerificationError, verify_kit, write_kit_manifest
+from unicure_rt.kit.verify import KitVerificationError, verify_kit, write_kit_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -43,7 +43,7 @@ def fake_kit(tmp_path: Path) -> Path:
         with zipfile.ZipFile(kit / "wheels" / name, "w") as archive:
             archive.writestr("payload.py", f"# {name}\n" * 200)
     (kit / "bundles" / "default" / "manifest.json").write_text('{"format_version": 1}\n')
-    shutil.copyfile(REPO / "unicure_rt" / "kit_verify.py", kit / "verify_kit.py")
+    shutil.copyfile(REPO / "unicure_rt" / "kit" / "verify.py", kit / "verify_kit.py")
     (kit / "install.sh").write_text("#!/bin/sh\n")
     write_kit_manifest(kit)
     return kit

@@ -149,7 +149,7 @@ def test_export_runs_offline_including_its_parity_gate_process(offline, tmp_path
     torch = pytest.importorskip("torch", reason="export needs the [export] extra (torch)")
     from conftest import landmark_vocabulary, tiny_config
 
-    from unicure_rt.models import UniCure, add_lora, save_native
+    from unicure_rt.train.models import UniCure, add_lora, save_native
 
     vocabulary, genes = landmark_vocabulary()
     torch.manual_seed(0)

@@ -11,11 +11,11 @@ onnx = pytest.importorskip("onnx")
 
 from test_export import OUT_GENES, VOCAB, lora_model, sentences  # noqa: E402
 
-from unicure_rt.bundle import load_bundle  # noqa: E402
+from unicure_rt.bundle.load import load_bundle  # noqa: E402
 from unicure_rt.errors import UserError  # noqa: E402
-from unicure_rt.export import precision  # noqa: E402
-from unicure_rt.export.bundle_writer import ExportOptions, export_bundle  # noqa: E402
-from unicure_rt.models import merge_lora  # noqa: E402
+from unicure_rt.train.export import precision  # noqa: E402
+from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle  # noqa: E402
+from unicure_rt.train.models import merge_lora  # noqa: E402
 
 CONTRACT = {
     "backbone": ([("tokens", "tensor(int64)"), ("mask", "tensor(int64)")],
@@ -165,7 +165,7 @@ def test_unknown_precision_is_refused_before_exporting(tmp_path):
 @pytest.mark.slow
 def test_external_data_graphs_keep_their_layout(tmp_path, monkeypatch):
     """Graphs over 2 GB keep their weights in external data; the variant does the same."""
-    import unicure_rt.export.onnx_export as onnx_export
+    import unicure_rt.train.export.onnx_export as onnx_export
 
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
     out = tmp_path / "bundle"
@@ -186,7 +186,7 @@ def test_cli_export_precision(tmp_path):
     from typer.testing import CliRunner
 
     from unicure_rt.cli.app import app
-    from unicure_rt.models.unicure import save_native
+    from unicure_rt.train.models.unicure import save_native
 
     checkpoint = tmp_path / "checkpoint"
     save_native(lora_model(), checkpoint, vocabulary=VOCAB, genes=OUT_GENES)

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from unicure_rt.bundle import load_bundle
+from unicure_rt.bundle.load import load_bundle
 from unicure_rt.cli.app import app
-from unicure_rt.genes import resolve_gene_ids
+from unicure_rt.patients.genes import resolve_gene_ids
 
 pytest.importorskip(
     "ray.data",

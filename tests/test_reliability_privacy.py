@@ -119,7 +119,7 @@ def test_export_opens_no_socket_in_any_of_its_processes(audited, tmp_path):
     torch = pytest.importorskip("torch", reason="export needs the [export] extra (torch)")
     from conftest import landmark_vocabulary, tiny_config
 
-    from unicure_rt.models import UniCure, add_lora, save_native
+    from unicure_rt.train.models import UniCure, add_lora, save_native
 
     env, home, log = audited
     vocabulary, genes = landmark_vocabulary()

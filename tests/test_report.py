@@ -12,11 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unicure_rt.bundle import load_bundle
-from unicure_rt.drugs import same_compound_groups
-from unicure_rt.inputs import load_patient
-from unicure_rt.report import _value_range, heatmap_ranks, profile_kind
-from unicure_rt.score import ScoreOptions, resolve_library, score_patient, write_score_outputs
+from unicure_rt.bundle.load import load_bundle
+from unicure_rt.drugs.library import same_compound_groups
+from unicure_rt.patients.load import load_patient
+from unicure_rt.scoring.pipeline import (
+    ScoreOptions,
+    resolve_library,
+    score_patient,
+    write_score_outputs,
+)
+from unicure_rt.scoring.report import _value_range, heatmap_ranks, profile_kind
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
 PD_0325901 = "PD-0325901"  # listed twice in the bundled library: with and without stereo
@@ -132,7 +137,7 @@ def test_heatmap_columns_follow_mean_log_rank():
 
 
 def test_long_labels_are_cut_in_the_middle_to_keep_what_tells_them_apart():
-    from unicure_rt.report import MAX_LABEL_CHARS, _short
+    from unicure_rt.scoring.report import MAX_LABEL_CHARS, _short
 
     long = "(+/-)-7-hydroxy-2-(N,N-di-n-propylamino)tetralin [BRD-K0001] x2"
     short = _short(long)

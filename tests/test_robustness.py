@@ -35,7 +35,7 @@ from scipy import sparse
 from typer.testing import CliRunner
 
 from unicure_rt.cli.app import app
-from unicure_rt.genes import gene_table
+from unicure_rt.patients.genes import gene_table
 
 runner = CliRunner()
 GENERATED: Counter = Counter()
@@ -774,7 +774,7 @@ def test_damaged_sparse_index_is_refused_not_a_crash(tiny_bundle, tmp_path, monk
     import h5py
 
     if backed:
-        monkeypatch.setattr("unicure_rt.inputs.BACKED_BYTES", 0)
+        monkeypatch.setattr("unicure_rt.patients.load.BACKED_BYTES", 0)
 
     counts = sparse.csr_matrix(counts_table(["t1", "t2", "n"]).T.to_numpy().astype(np.float32))
     with warnings.catch_warnings():
@@ -991,7 +991,7 @@ PINS = st.one_of(
 def test_bundle_pins_are_taken_exactly_or_refused(pin):
     """--bundle-sha256 accepts exactly 64 hex digits (case and surrounding blanks aside): any
     other text is refused with exit 2 and no traceback, and any other digest fails the pin."""
-    from unicure_rt.bundle_pin import BundlePin
+    from unicure_rt.bundle.pin import BundlePin
     from unicure_rt.errors import UserError
 
     GENERATED["bundle pin"] += 1

@@ -5,9 +5,9 @@ import os
 import onnxruntime as ort
 import pytest
 
-from unicure_rt import runtime
 from unicure_rt.errors import UserError
-from unicure_rt.runtime import RuntimeOptions, create_session, tensorrt_cache_dir
+from unicure_rt.runtime import sessions as runtime
+from unicure_rt.runtime.sessions import RuntimeOptions, create_session, tensorrt_cache_dir
 
 
 def gpu_runs() -> bool:

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import pearsonr
 
-from unicure_rt.scoring import (
+from unicure_rt.scoring.effects import (
     UNSCORABLE_RMS,
     ascending_ranks,
     dose_mean,

@@ -76,4 +76,4 @@ def test_no_command_help_loads_a_heavy_package():
 
 def test_the_probe_sees_a_heavy_import():
     """The check itself works: a package the code does import is reported."""
-    assert heavy_imported("import unicure_rt.runtime") == ["onnxruntime"]
+    assert heavy_imported("import unicure_rt.runtime.sessions") == ["onnxruntime"]

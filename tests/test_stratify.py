@@ -7,9 +7,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from unicure_rt.cli.app import app
-from unicure_rt.errors import UserError
-from unicure_rt.stratify import (
+from unicure_rt.analysis.stratify import (
     SIGNIFICANT_FDR,
     SMALLEST_STRATUM,
     read_ranking,
@@ -17,6 +15,8 @@ from unicure_rt.stratify import (
     strata_warnings,
     stratify,
 )
+from unicure_rt.cli.app import app
+from unicure_rt.errors import UserError
 
 runner = CliRunner()
 
@@ -157,7 +157,7 @@ def test_tcga_example_ranking_stratifies(tiny_bundle, shared_data, tmp_path):
 
 
 def test_unranked_drugs_are_dropped_and_text_ranks_refused(tmp_path):
-    from unicure_rt.stratify import rank_matrix
+    from unicure_rt.analysis.stratify import rank_matrix
 
     table = pd.DataFrame(
         {

@@ -10,7 +10,7 @@ pytest.importorskip("lifelines", reason="the survival tests need the [survival] 
 from lifelines import CoxPHFitter  # noqa: E402
 from lifelines.statistics import multivariate_logrank_test  # noqa: E402
 
-from unicure_rt.survival import join_clinical, read_clinical, survival_analysis  # noqa: E402
+from unicure_rt.analysis.survival import join_clinical, read_clinical, survival_analysis  # noqa: E402
 
 
 @pytest.fixture(scope="module")

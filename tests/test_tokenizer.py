@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from unicure_rt.errors import UserError
-from unicure_rt.tokenizer import Tokenizer
+from unicure_rt.runtime.tokenizer import Tokenizer
 
 GENES = ["A", "B", "C", "D", "E", "F"]
 LOCI = {

@@ -11,27 +11,27 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from unicure_rt.bundle import load_bundle
-from unicure_rt.cli.app import app
-from unicure_rt.drugs import inchikeys
-from unicure_rt.errors import UserError
-from unicure_rt.inputs import PatientProfiles, load_patient
-from unicure_rt.runtime import RuntimeOptions
-from unicure_rt.score import ScoreOptions, resolve_library, score_patient
-from unicure_rt.validation import classic
-from unicure_rt.validation.classes import run_classes, score_patients
-from unicure_rt.validation.data import (
+from unicure_rt.analysis.validation import classic
+from unicure_rt.analysis.validation.classes import run_classes, score_patients
+from unicure_rt.analysis.validation.data import (
     FILES,
     DataFolder,
     consensus_signatures,
     drugbank_table,
     gdsc_table,
 )
-from unicure_rt.validation.model import BundleModel
-from unicure_rt.validation.names import cell_line_key
-from unicure_rt.validation.run import ValidateOptions, run_validation
-from unicure_rt.validation.sensitivity import gdsc_panel, run_sensitivity
-from unicure_rt.validation.signatures import run_signatures
+from unicure_rt.analysis.validation.model import BundleModel
+from unicure_rt.analysis.validation.names import cell_line_key
+from unicure_rt.analysis.validation.run import ValidateOptions, run_validation
+from unicure_rt.analysis.validation.sensitivity import gdsc_panel, run_sensitivity
+from unicure_rt.analysis.validation.signatures import run_signatures
+from unicure_rt.bundle.load import load_bundle
+from unicure_rt.cli.app import app
+from unicure_rt.drugs.library import inchikeys
+from unicure_rt.errors import UserError
+from unicure_rt.patients.load import PatientProfiles, load_patient
+from unicure_rt.runtime.sessions import RuntimeOptions
+from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
 DOSES = (10.0,)
@@ -373,7 +373,11 @@ def test_validate_opens_no_network_socket_and_writes_only_out_and_cache(small_da
 
 def test_pathway_rows_find_a_planted_pathway():
     """Scores that put one GDSC pathway's drugs first give that pathway an AUROC of 1."""
-    from unicure_rt.validation.classes import PATHWAY_METRIC, PatientScores, pathway_enrichment
+    from unicure_rt.analysis.validation.classes import (
+        PATHWAY_METRIC,
+        PatientScores,
+        pathway_enrichment,
+    )
 
     pathways = pd.Series(["MAPK"] * 6 + ["DNA"] * 6 + [None] * 4, dtype=object)
     planted = np.where(pathways == "MAPK", -1.0, 0.0) + np.linspace(0, 0.1, 16)

@@ -11,7 +11,7 @@ DEFAULT_PERMUTATIONS = 1000  # gene-shuffled signatures per drug's null (`score 
 DEFAULT_PAIR_TOP = 30  # best single drugs paired per profile (`score --combination-top`)
 DEFAULT_PAIR_DOSES_UM = REFERENCE_DOSES_UM[2:5]  # 0.37, 1.11, 3.33: the middle of the range
 SUITES = ("sensitivity", "signatures", "classes")  # `validate --suites`
-EFFECTS = ("published", "contrast")  # `--effect`; what they mean: `unicure_rt.scoring`
+EFFECTS = ("published", "contrast")  # `--effect`; what they mean: `unicure_rt.scoring.effects`
 RANK_BY = ("score", "z")
 """What `rank` follows (`--rank-by`): the raw reversal score, or its z against the drug's own
 null."""

@@ -128,7 +128,7 @@ def _written_by_unicure(path: Path) -> bool:
         return False
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        from unicure_rt.drugs import LIBRARY_METADATA_KEY
+        from unicure_rt.drugs.library import LIBRARY_METADATA_KEY
 
         try:
             import pyarrow.parquet as pq
@@ -156,7 +156,7 @@ def written_csv_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    from unicure_rt.bundle import sha256_file
+    from unicure_rt.bundle.load import sha256_file
 
     return sha256_file(path)
 

@@ -1,5 +1,5 @@
 """`score --combinations`: the options, their checks and the terminal table of drug pairs (the
-logic lives in `unicure_rt.combinations`)."""
+logic lives in `unicure_rt.scoring.combinations`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from unicure_rt.defaults import DEFAULT_PAIR_DOSES_UM, DEFAULT_PAIR_TOP
 from unicure_rt.errors import UserError
 
 if TYPE_CHECKING:
-    from unicure_rt.combinations import PairOptions
-    from unicure_rt.drugs import DrugLibrary
-    from unicure_rt.score import ScoreResult
+    from unicure_rt.drugs.library import DrugLibrary
+    from unicure_rt.scoring.combinations import PairOptions
+    from unicure_rt.scoring.pipeline import ScoreResult
 
 _DOSES = ",".join(f"{d:g}" for d in DEFAULT_PAIR_DOSES_UM)
 
@@ -69,7 +69,7 @@ def pair_options(
 ) -> PairOptions | None:
     """The `PairOptions` of the command line (None without --combinations); refuses the pair
     options without --combinations and names that are not in `library`."""
-    from unicure_rt.combinations import PairOptions
+    from unicure_rt.scoring.combinations import PairOptions
 
     given = {
         "--combination-top": top is not None,
@@ -102,7 +102,7 @@ def pair_options(
 
 def print_pairs(result: ScoreResult, top: int, out: Path | None) -> None:
     """The `top` best pairs of every profile, the extrapolation note and the files written."""
-    from unicure_rt.combinations import EXTRAPOLATION_NOTE, top_pairs
+    from unicure_rt.scoring.combinations import EXTRAPOLATION_NOTE, top_pairs
 
     table = result.combinations
     if table is None:

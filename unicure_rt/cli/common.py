@@ -91,7 +91,7 @@ DEMO_NOTICE = (
 def print_demo_notice(trained_by: str | None) -> None:
     """The one line a run of the bundled demonstration model prints, so that nobody reads its
     output as the published model's; nothing for any other bundle."""
-    from unicure_rt.bundle import DEMO_TRAINER
+    from unicure_rt.bundle.load import DEMO_TRAINER
 
     if trained_by == DEMO_TRAINER:
         console.print(DEMO_NOTICE)

@@ -1,4 +1,4 @@
-"""`unicure-rt drugs`: make drug libraries (the logic lives in `unicure_rt.drugs`)."""
+"""`unicure-rt drugs`: make drug libraries (the logic lives in `unicure_rt.drugs.library`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.table import Table
 from unicure_rt.cli.common import report_errors
 
 if TYPE_CHECKING:
-    from unicure_rt import drugs
+    from unicure_rt.drugs import library as drugs
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain help, as the main app (cli/app.py)
@@ -72,7 +72,7 @@ DtypeOption = Annotated[
 
 
 def _report(summary: drugs.LibrarySummary, title: str) -> None:
-    from unicure_rt.drugs import MAX_ATOMS
+    from unicure_rt.drugs.library import MAX_ATOMS
 
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -126,8 +126,8 @@ def build(
     dtype: DtypeOption = StorageDtype.float32,
 ) -> None:
     """Embed the SMILES of a table with a bundle's drug encoder and write a drug library."""
-    from unicure_rt import drugs
-    from unicure_rt.bundle import load_bundle
+    from unicure_rt.bundle.load import load_bundle
+    from unicure_rt.drugs import library as drugs
 
     summary = drugs.build_library(
         smiles_table,
@@ -179,7 +179,7 @@ def import_(
     dtype: DtypeOption = StorageDtype.float32,
 ) -> None:
     """Write a drug library from precomputed embeddings (e.g. the published Uni-Mol table)."""
-    from unicure_rt import drugs
+    from unicure_rt.drugs import library as drugs
 
     summary = drugs.import_library(
         table,

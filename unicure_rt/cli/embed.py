@@ -1,4 +1,4 @@
-"""`unicure-rt embed`: cell embeddings of a patient file (logic in `unicure_rt.embed`)."""
+"""`unicure-rt embed`: cell embeddings of a patient file (logic in `unicure_rt.runtime.embed`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from unicure_rt import __version__
-from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
-from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.cli.common import bundle_line, console, report_errors, stage_progress
 from unicure_rt.cli.options import (
     BundleOpt,
@@ -63,9 +63,9 @@ def embed(
     trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Write the 1280-d cell embedding of every profile (sample or sample/group) of INPUT."""
-    from unicure_rt.embed import embedding_table
-    from unicure_rt.inputs import load_profiles
-    from unicure_rt.runtime import RuntimeOptions
+    from unicure_rt.patients.load import load_profiles
+    from unicure_rt.runtime.embed import embedding_table
+    from unicure_rt.runtime.sessions import RuntimeOptions
 
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".h5ad"):

@@ -84,7 +84,7 @@ def export(
 ) -> None:
     """Export a UniCure checkpoint to a bundle: LoRA merged, two ONNX graphs, parity-checked."""
     try:
-        from unicure_rt.export.pipeline import export_checkpoint
+        from unicure_rt.train.export.pipeline import export_checkpoint
     except ImportError as exc:
         raise UserError(
             f"Exporting needs the training side ({exc.name} is not installed). Install it with "

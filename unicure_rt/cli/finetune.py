@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.cli.common import console, error_console, report_errors, stage_progress
 from unicure_rt.cli.options import BundleOpt, SeedOpt
 from unicure_rt.errors import UserError
@@ -75,7 +75,7 @@ def finetune_command(
     compare base and fine-tuned predictions on held-out conditions. A bundle worse than its base
     there is exported only with --force."""
     try:
-        from unicure_rt import finetune as ft
+        from unicure_rt.train import finetune as ft
     except ImportError as exc:
         raise UserError(
             f"Fine-tuning needs the training side ({exc.name} is not installed): "
@@ -127,7 +127,7 @@ def finetune_command(
 
 
 def _print_evaluation(result) -> None:
-    from unicure_rt.finetune import METRICS
+    from unicure_rt.train.finetune import METRICS
 
     n_test = int(result.evaluation["n_conditions"].iloc[0])
     table = Table(title=f"Held-out conditions ({n_test}), mean over conditions")
@@ -143,7 +143,7 @@ def finetune_json(result, worse: str | None, out: Path, export: Path | None) -> 
     """`finetune --json`: the evaluation of base and fine-tuned models on the held-out
     conditions, the verdict (`worse`: `worse_than_base`'s message, or None), the training
     summary and what was written (NaN as null)."""
-    from unicure_rt.finetune import DECIDING_METRIC
+    from unicure_rt.train.finetune import DECIDING_METRIC
 
     evaluation = [
         {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}

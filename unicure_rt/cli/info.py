@@ -9,15 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from unicure_rt.bundle import load_bundle
+from unicure_rt.bundle.load import load_bundle
 from unicure_rt.cli.common import console, report_errors
 
 
 def bundle_summary(path: Path | None) -> dict:
     """The manifest of a verified bundle, with this machine's providers and the shipped normal
     references (`--normal tissue:NAME` / `auto`: source, release, license) added."""
-    from unicure_rt.normals import reference_summary
-    from unicure_rt.runtime import ort, runnable_providers
+    from unicure_rt.patients.normals import reference_summary
+    from unicure_rt.runtime.sessions import ort, runnable_providers
 
     bundle = load_bundle(path)
     return {

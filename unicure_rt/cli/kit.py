@@ -1,5 +1,5 @@
 """`unicure-rt kit`: build an offline clinic deployment kit, and `kit verify` it (the logic lives
-in `unicure_rt.kit` and `unicure_rt.kit_verify`)."""
+in `unicure_rt.kit.build` and `unicure_rt.kit.verify`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import typer
 from unicure_rt.cli.common import console, report_errors
 from unicure_rt.cli.options import ForceOpt
 from unicure_rt.errors import UserError
-from unicure_rt.kit import PLATFORMS, SUPPORTED_PYTHONS, KitOptions, build_kit
-from unicure_rt.kit_verify import verify_kit
+from unicure_rt.kit.build import PLATFORMS, SUPPORTED_PYTHONS, KitOptions, build_kit
+from unicure_rt.kit.verify import verify_kit
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain help, as the main app (cli/app.py)

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
-from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.cli.common import (
     bundle_line,
     console,
@@ -53,7 +53,7 @@ from unicure_rt.outputs import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from unicure_rt.drugs import DrugLibrary
+    from unicure_rt.drugs.library import DrugLibrary
 
 
 @report_errors
@@ -107,12 +107,12 @@ def predict(
     pairs, A+B) and doses."""
     import numpy as np
 
-    from unicure_rt.combinations import EXTRAPOLATION_NOTE
-    from unicure_rt.drugs import encode_smiles
-    from unicure_rt.inputs import load_profiles
-    from unicure_rt.predict import NO_DRUG, DrugPair, largest_changes, predict_expression
-    from unicure_rt.runtime import RuntimeOptions
-    from unicure_rt.score import resolve_library, scoring_choice
+    from unicure_rt.drugs.library import encode_smiles
+    from unicure_rt.patients.load import load_profiles
+    from unicure_rt.runtime.sessions import RuntimeOptions
+    from unicure_rt.scoring.combinations import EXTRAPOLATION_NOTE
+    from unicure_rt.scoring.pipeline import resolve_library, scoring_choice
+    from unicure_rt.scoring.predict import NO_DRUG, DrugPair, largest_changes, predict_expression
 
     if not drug and not smiles:
         raise UserError("Name at least one drug: --drug NAME_OR_ID (from the library) or --smiles.")

@@ -1,4 +1,4 @@
-"""`unicure-rt score`: rank drugs for a patient file (the logic lives in `unicure_rt.score`)."""
+"""`unicure-rt score`: rank drugs for a patient file (the logic lives in `unicure_rt.scoring`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
-from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.cli.combinations import (
     CombinationDosesOpt,
     CombinationsOpt,
@@ -59,8 +59,8 @@ from unicure_rt.errors import UserError
 from unicure_rt.outputs import refuse_existing
 
 if TYPE_CHECKING:
-    from unicure_rt.inputs import LoadOptions
-    from unicure_rt.score import ScoreResult
+    from unicure_rt.patients.load import LoadOptions
+    from unicure_rt.scoring.pipeline import ScoreResult
 
 InputsArg = Annotated[
     list[Path],
@@ -157,11 +157,11 @@ def score(
     signature (tumour - normal) of every sample in INPUT."""
     # the scoring modules load numpy, pandas and ONNX Runtime: imported here, not with the
     # module, so that `--help` and the other commands do not wait for them
-    from unicure_rt.combinations import top_pairs_json
-    from unicure_rt.inputs import LoadOptions, load_patient
-    from unicure_rt.normals import normal_file
-    from unicure_rt.runtime import RuntimeOptions
-    from unicure_rt.score import (
+    from unicure_rt.patients.load import LoadOptions, load_patient
+    from unicure_rt.patients.normals import normal_file
+    from unicure_rt.runtime.sessions import RuntimeOptions
+    from unicure_rt.scoring.combinations import top_pairs_json
+    from unicure_rt.scoring.pipeline import (
         ScoreOptions,
         resolve_library,
         score_patient,
@@ -318,8 +318,8 @@ def _score_on_ray(
             "cohort is too large to print)."
         )
     from unicure_rt.engines.ray_engine import score_cohort
-    from unicure_rt.runtime import RuntimeOptions
-    from unicure_rt.score import ScoreOptions, scoring_choice
+    from unicure_rt.runtime.sessions import RuntimeOptions
+    from unicure_rt.scoring.pipeline import ScoreOptions, scoring_choice
 
     effect, rank_by = scoring_choice(load_bundle(bundle, pin), effect, rank_by)
     options = ScoreOptions(
@@ -379,7 +379,7 @@ EFFECT_MEANING = {
 
 def gpu_note(notes: list[str]) -> str:
     """The header line on the providers: no GPU at all, or why each GPU provider did not run."""
-    from unicure_rt.runtime import NO_GPU
+    from unicure_rt.runtime.sessions import NO_GPU
 
     if NO_GPU in notes:
         return "CPU only: no NVIDIA GPU found"
@@ -433,8 +433,8 @@ def top_drugs_json(result: ScoreResult, top: int) -> dict:
 def print_ranking(result: ScoreResult, top: int, out: Path | None, *, report: bool = False) -> None:
     import pandas as pd
 
-    from unicure_rt.score import l01_mark, top_compounds
-    from unicure_rt.scoring import compound_labels
+    from unicure_rt.scoring.effects import compound_labels
+    from unicure_rt.scoring.pipeline import l01_mark, top_compounds
 
     run = result.run
     coverage = run["gene_coverage"]

@@ -1,5 +1,5 @@
 """`unicure-rt stratify`: patient strata from a `score` ranking and, with --clinical, their
-outcome (logic in `unicure_rt.stratify`, `unicure_rt.outcome`, `unicure_rt.stratify_report`)."""
+outcome (logic in `unicure_rt.analysis`: `stratify`, `outcome`, `stratify_report`)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from rich.markup import escape
 from rich.table import Table
 
 import unicure_rt
-from unicure_rt.bundle import sha256_file
+from unicure_rt.bundle.load import sha256_file
 from unicure_rt.cli.common import console, error_console, report_errors, stage_progress
 from unicure_rt.cli.options import ForceOpt
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import refuse_existing, staged_output_dir
 
 if TYPE_CHECKING:
-    from unicure_rt.outcome import Outcome
-    from unicure_rt.stratify import Strata
+    from unicure_rt.analysis.outcome import Outcome
+    from unicure_rt.analysis.stratify import Strata
 
 RECORDED_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "lifelines")
 TABLES = ("clusters.csv", "k_selection.csv", "differential_drugs.csv")
@@ -99,16 +99,16 @@ def stratify_command(
 ) -> None:
     """Cluster samples by their drug ranks and test which drugs differ between clusters; with
     --clinical, compare the survival of the clusters."""
-    from unicure_rt.outcome import (
+    from unicure_rt.analysis.outcome import (
         ClinicalOptions,
         analyse_outcome,
         load_clinical,
         parse_columns,
         write_outcome,
     )
-    from unicure_rt.score import versions
-    from unicure_rt.stratify import plot_strata, read_ranking, strata_warnings, stratify
-    from unicure_rt.stratify_report import write_stratify_report
+    from unicure_rt.analysis.stratify import plot_strata, read_ranking, strata_warnings, stratify
+    from unicure_rt.analysis.stratify_report import write_stratify_report
+    from unicure_rt.scoring.pipeline import versions
 
     given = dict(zip(CLINICAL_ONLY, (id_column, time, event, adjust, associate), strict=True))
     if clinical is None and any(value is not None for value in given.values()):
@@ -190,7 +190,7 @@ def _sizes(strata: Strata) -> dict[str, int]:
 
 
 def _print_strata(strata: Strata, top: int) -> None:
-    from unicure_rt.scoring import drug_labels
+    from unicure_rt.scoring.effects import drug_labels
 
     table = Table(title=f"k selection (chosen k = {strata.k})")
     for column in ("k", "inertia", "silhouette"):

@@ -1,5 +1,5 @@
 """`unicure-rt export-triton`: a bundle as a Triton Inference Server model repository (the logic
-lives in `unicure_rt.triton`)."""
+lives in `unicure_rt.engines.triton_repository`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ from typing import Annotated
 
 import typer
 
-from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.cli.common import bundle_line, console, report_errors
 from unicure_rt.cli.options import BundleSha256Opt, BundleSignatureOpt, ForceOpt, TrustedKeyOpt
-from unicure_rt.triton import CLIENT, DEFAULT_MAX_BATCH_SIZE, GRAPHS, TritonOptions, export_triton
+from unicure_rt.engines.triton_repository import (
+    CLIENT,
+    DEFAULT_MAX_BATCH_SIZE,
+    GRAPHS,
+    TritonOptions,
+    export_triton,
+)
 
 
 @report_errors

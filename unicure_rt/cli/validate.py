@@ -1,5 +1,5 @@
 """`unicure-rt validate`: a bundle's rankings against measured data, beside the classic
-connectivity method (the logic lives in `unicure_rt.validation`)."""
+connectivity method (the logic lives in `unicure_rt.analysis.validation`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle, sha256_file
-from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle, sha256_file
+from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.cli.common import bundle_line, console, parse_doses, report_errors, stage_progress
 from unicure_rt.cli.options import (
     BundleOpt,
@@ -42,7 +42,7 @@ from unicure_rt.outputs import refuse_existing
 from unicure_rt.provenance import recorded
 
 if TYPE_CHECKING:
-    from unicure_rt.validation.run import ValidateOptions
+    from unicure_rt.analysis.validation.run import ValidateOptions
 
 # what the terminal shows per suite (validation.json and summary.md hold every figure)
 SHOWN = {
@@ -141,14 +141,14 @@ def validate(
 ) -> None:
     """Check a bundle's rankings against measured drug sensitivity (GDSC2), measured L1000
     signatures and known drug classes, side by side with the classic connectivity method."""
-    from unicure_rt.inputs import load_patient
-    from unicure_rt.normals import normal_file
-    from unicure_rt.runtime import RuntimeOptions
-    from unicure_rt.score import resolve_library, run_identity, scoring_choice
-    from unicure_rt.validation.data import DataFolder
-    from unicure_rt.validation.model import BundleModel
-    from unicure_rt.validation.report import write_outputs
-    from unicure_rt.validation.run import ValidateOptions, comma_list, run_validation
+    from unicure_rt.analysis.validation.data import DataFolder
+    from unicure_rt.analysis.validation.model import BundleModel
+    from unicure_rt.analysis.validation.report import write_outputs
+    from unicure_rt.analysis.validation.run import ValidateOptions, comma_list, run_validation
+    from unicure_rt.patients.load import load_patient
+    from unicure_rt.patients.normals import normal_file
+    from unicure_rt.runtime.sessions import RuntimeOptions
+    from unicure_rt.scoring.pipeline import resolve_library, run_identity, scoring_choice
 
     started = time.perf_counter()
     protect = [data_dir, patients, normal_file(normal), drugs, bundle or DEFAULT_BUNDLE]
@@ -213,7 +213,7 @@ def validate(
 def _score_like(options: ValidateOptions):
     """The ScoreOptions that `run_identity` records (seed, draws, doses, first effect; no
     per-drug null: validate's p-values are its own)."""
-    from unicure_rt.score import ScoreOptions
+    from unicure_rt.scoring.pipeline import ScoreOptions
 
     return ScoreOptions(
         doses=options.doses,

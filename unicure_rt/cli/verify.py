@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from unicure_rt.bundle import load_bundle
-from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.bundle.load import load_bundle
+from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.cli.common import console, report_errors
 from unicure_rt.cli.options import BundleSha256Opt, BundleSignatureOpt, TrustedKeyOpt
 

@@ -2,9 +2,9 @@
 
 The unit of work is a **block**: up to `block_size` consecutive tumour profiles of one input
 file, with their matched normal references (a `PatientProfiles` restricted to those rows). A
-file is read once with `unicure_rt.inputs.load_patient` and the same options for every file,
-then cut into blocks; a block is scored by `unicure_rt.score.score_patient` itself, so every
-profile's ranking table is the one the single-machine `score` writes for that file:
+file is read once with `unicure_rt.patients.load.load_patient` and the same options for every
+file, then cut into blocks; a block is scored by `unicure_rt.scoring.pipeline.score_patient`
+itself, so every profile's ranking table is the one the single-machine `score` writes for that file:
 
 - cell sentences are seeded per (seed, profile id, draw), so they do not depend on which other
   profiles are in the block;
@@ -44,11 +44,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from unicure_rt.bundle import Bundle, load_bundle, sha256_file
-from unicure_rt.bundle_pin import BundlePin
-from unicure_rt.embed import embed_profiles
+from unicure_rt.bundle.load import Bundle, load_bundle, sha256_file
+from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.errors import UserError
-from unicure_rt.inputs import (
+from unicure_rt.outputs import PARTIAL, owner_lock
+from unicure_rt.patients.load import (
     TABLE_SUFFIXES,
     LoadOptions,
     PatientProfiles,
@@ -56,11 +56,11 @@ from unicure_rt.inputs import (
     gene_coverage,
     load_patient,
 )
-from unicure_rt.normals import normal_file
-from unicure_rt.outputs import PARTIAL, owner_lock
+from unicure_rt.patients.normals import normal_file
 from unicure_rt.provenance import recorded
-from unicure_rt.runtime import create_session
-from unicure_rt.score import (
+from unicure_rt.runtime.embed import embed_profiles
+from unicure_rt.runtime.sessions import create_session
+from unicure_rt.scoring.pipeline import (
     RECORDED_PACKAGES,
     ScoreOptions,
     ScoreResult,
@@ -252,11 +252,11 @@ def read_input(
 def _lent_sessions(held: dict[Path, tuple[Any, str]]) -> Iterator[None]:
     """While inside, `score_patient` gets the held session of a graph instead of a new one.
 
-    `unicure_rt.score` opens its sessions through its module-level `create_session`; this swaps
-    that name for a lookup in `held` (any other path still gets a new session). Engine workers
-    score one block at a time, so nothing else runs in the process meanwhile.
+    `unicure_rt.scoring.pipeline` opens its sessions through its module-level `create_session`;
+    this swaps that name for a lookup in `held` (any other path still gets a new session).
+    Engine workers score one block at a time, so nothing else runs in the process meanwhile.
     """
-    import unicure_rt.score as pipeline
+    import unicure_rt.scoring.pipeline as pipeline
 
     original = getattr(pipeline, "create_session", None)
     if original is None:  # the pipeline opens sessions differently now: it opens its own

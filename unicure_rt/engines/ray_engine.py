@@ -34,8 +34,8 @@ from typing import Any
 
 import pandas as pd
 
-from unicure_rt.bundle import DEFAULT_BUNDLE, load_bundle
-from unicure_rt.bundle_pin import BundlePin
+from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
+from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.engines.cohort import (
     RANKING,
     BlockScorer,
@@ -51,11 +51,11 @@ from unicure_rt.engines.cohort import (
     write_part,
 )
 from unicure_rt.errors import UserError
-from unicure_rt.inputs import LoadOptions
-from unicure_rt.normals import normal_file
 from unicure_rt.outputs import clean_stale_partials, refuse_existing, staged_output_dir
-from unicure_rt.runtime import RuntimeOptions
-from unicure_rt.score import ScoreOptions, resolve_library
+from unicure_rt.patients.load import LoadOptions
+from unicure_rt.patients.normals import normal_file
+from unicure_rt.runtime.sessions import RuntimeOptions
+from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library
 
 MISSING_RAY = (
     "--engine ray needs Ray, an optional dependency that is not installed here: install it "

@@ -8,9 +8,9 @@ Triton on the repository, then, with `pip install '.[triton]'`:
         --drugs drugs.parquet --url localhost:8000
 
 The steps are the single-machine `score` path's, with the two graphs run by the server:
-cell sentences from the profile (`unicure_rt.tokenizer`, seeded per profile id and draw) ->
+cell sentences from the profile (`unicure_rt.runtime.tokenizer`, seeded per profile id and draw) ->
 `backbone` -> the draws' embeddings averaged -> `flexpert` on the library at each dose ->
-reversal scores and ranks (`unicure_rt.scoring`). Building a request is plain numpy
+reversal scores and ranks (`unicure_rt.scoring.effects`). Building a request is plain numpy
 (`backbone_inputs`, `flexpert_inputs`) and every model call goes through one `infer`
 function, so the same code runs against ONNX Runtime sessions in tests.
 """
@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs import REFERENCE_DOSES_UM, control_vectors, drug_vectors, load_library
-from unicure_rt.embed import mean_embedding, vocabulary_profiles
-from unicure_rt.inputs import load_patient
-from unicure_rt.scoring import (
+from unicure_rt.drugs.library import REFERENCE_DOSES_UM, control_vectors, drug_vectors, load_library
+from unicure_rt.patients.load import load_patient
+from unicure_rt.runtime.embed import mean_embedding, vocabulary_profiles
+from unicure_rt.runtime.tokenizer import Tokenizer
+from unicure_rt.scoring.effects import (
     EFFECTS,
     ascending_ranks,
     dose_mean,
@@ -36,7 +37,6 @@ from unicure_rt.scoring import (
     effect_min_rms,
     reversal_scores,
 )
-from unicure_rt.tokenizer import Tokenizer
 
 Infer = Callable[[str, dict[str, np.ndarray], str], np.ndarray]
 """(model name, inputs by name, output name) -> the output array."""
@@ -76,7 +76,7 @@ def score_profile(
 ) -> np.ndarray:
     """Mean reversal score over `doses` (NaN doses skipped) of every drug (`drug_batches`:
     `(start, embeddings)` in library order, each at most the server's max batch size) for one
-    profile, with the `effect` of `unicure_rt.scoring.EFFECTS`."""
+    profile, with the `effect` of `unicure_rt.scoring.effects.EFFECTS`."""
     tokenizer = Tokenizer.from_spec(manifest["tokenizer"])
     request = backbone_inputs(tokenizer, tumour, seed=seed, draws=draws)
     embeddings = infer("backbone", request, "cell_embedding")  # [draws, cell_dim]

@@ -599,7 +599,7 @@ def render(record: dict) -> str:
 
 def rewrite_bundle_card(record: dict, bundle) -> None:
     """Replace a bundle's MODEL_CARD.md from a run record and re-hash the manifest."""
-    from unicure_rt.bundle import MANIFEST, write_manifest
+    from unicure_rt.bundle.load import MANIFEST, write_manifest
 
     bundle = Path(bundle)
     (bundle / "MODEL_CARD.md").write_text(render(record))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unicure_rt.bundle_schema import CHROM_CLOSE, CHROM_PREFIX, CLS, GENE_PREFIX, PAD
+from unicure_rt.bundle.schema import CHROM_CLOSE, CHROM_PREFIX, CLS, GENE_PREFIX, PAD
 
 PLATE = "l1000/cmap_plate_LJP005_A375_24H.parquet"
 BASELINES = "l1000/cell_line_baselines.parquet"

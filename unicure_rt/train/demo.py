@@ -32,16 +32,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from unicure_rt import drugs
-from unicure_rt.bundle import DEMO_TRAINER, Bundle, sha256_file, write_manifest
-from unicure_rt.export.bundle_writer import ExportOptions, export_bundle, tokenizer_spec
-from unicure_rt.export.config import GraphConfig, TensorSpec
-from unicure_rt.export.onnx_export import export_graph
-from unicure_rt.models import UniCure, UniCureConfig, add_lora, merge_lora, save_native
-from unicure_rt.tokenizer import Tokenizer
+from unicure_rt.bundle.load import DEMO_TRAINER, Bundle, sha256_file, write_manifest
+from unicure_rt.drugs import library as drugs
+from unicure_rt.runtime.tokenizer import Tokenizer
 from unicure_rt.train import data as D
 from unicure_rt.train import evaluate as E
+from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle, tokenizer_spec
+from unicure_rt.train.export.config import GraphConfig, TensorSpec
+from unicure_rt.train.export.onnx_export import export_graph
 from unicure_rt.train.losses import direction_loss, stage2_loss
+from unicure_rt.train.models import UniCure, UniCureConfig, add_lora, merge_lora, save_native
 
 DRUG_ENCODER_FILE = "drug_encoder.onnx"
 LIBRARY_FILE = "drugs.parquet"
@@ -363,7 +363,7 @@ def train_stage2(
     """Fit a fresh FlexPert + drug projection on the `train` groups.
 
     Returns (flexpert, projection, record)."""
-    from unicure_rt.models.flexpert import FlexPert
+    from unicure_rt.train.models.flexpert import FlexPert
 
     torch.manual_seed(cfg.seed + 17)
     c = model.config

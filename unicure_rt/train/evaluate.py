@@ -345,14 +345,19 @@ def tcga_ranking_evaluation(
 
     import pandas as pd
 
-    from unicure_rt.bundle import load_bundle
-    from unicure_rt.drugs import REFERENCE_DOSES_UM, control_vectors, drug_vectors, inchikeys
-    from unicure_rt.embed import embed_profiles, mean_embedding
-    from unicure_rt.inputs import load_patient
-    from unicure_rt.runtime import RuntimeOptions, create_session
-    from unicure_rt.score import resolve_library
-    from unicure_rt.scoring import reversal_scores
-    from unicure_rt.tokenizer import Tokenizer
+    from unicure_rt.bundle.load import load_bundle
+    from unicure_rt.drugs.library import (
+        REFERENCE_DOSES_UM,
+        control_vectors,
+        drug_vectors,
+        inchikeys,
+    )
+    from unicure_rt.patients.load import load_patient
+    from unicure_rt.runtime.embed import embed_profiles, mean_embedding
+    from unicure_rt.runtime.sessions import RuntimeOptions, create_session
+    from unicure_rt.runtime.tokenizer import Tokenizer
+    from unicure_rt.scoring.effects import reversal_scores
+    from unicure_rt.scoring.pipeline import resolve_library
 
     data = Path(data)
     bundle = load_bundle(bundle_dir)

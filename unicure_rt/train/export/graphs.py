@@ -1,0 +1,86 @@
+"""The modules that become `backbone.onnx` and `flexpert.onnx`, with exact simplifications.
+
+Each simplification changes nothing but rounding, and the parity gate (`validate.py`) proves it
+against the plain PyTorch model:
+
+- the token path (normalise -> Linear -> GELU -> LayerNorm -> x sqrt(d)) is a fixed function of
+  the token id, so it is precomputed into a `[vocab, d_model]` table;
+- the cell head runs on the CLS position only (the model already does so);
+- `value_map` is linear and attention rows sum to one, so attention weights the raw drug windows
+  and `value_map` merges into `fusion_decoder.0` (when the attention is at least as wide as a
+  window, where this saves work);
+- `fusion_decoder.3` and `decoder.0` are consecutive Linear layers and fold into one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from unicure_rt.train.models.backbone import Backbone
+from unicure_rt.train.models.flexpert import FlexPert, windows
+
+
+@torch.no_grad()
+def precompute_token_table(backbone: Backbone, chunk: int = 4096) -> torch.Tensor:
+    """`TokenEncoder` evaluated on every token id of the vocabulary: `[vocab, d_model]`."""
+    vocab = backbone.config.vocab_size
+    rows = [backbone.tokens(torch.arange(i, min(i + chunk, vocab))) for i in range(0, vocab, chunk)]
+    return torch.cat(rows)
+
+
+class BackboneGraph(nn.Module):
+    """`tokens`, `mask` -> `cell_embedding`, reading token states from a precomputed table."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.register_buffer("token_table", precompute_token_table(backbone))
+        self.encoder = backbone.encoder
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(F.embedding(tokens, self.token_table), mask)
+
+
+class FlexPertGraph(nn.Module):
+    """`cell_embedding`, `drug` -> `expression` with `fusion_decoder.3` folded into `decoder.0`.
+
+    `value_map` folds into the fusion layer only where that saves work (`attn_dim >= window`,
+    as in the published 64/32); for narrower attention, projecting the values first is cheaper.
+    """
+
+    @torch.no_grad()
+    def __init__(self, flexpert: FlexPert) -> None:
+        super().__init__()
+        c = flexpert.config
+        self.window, self.stride, self.scale = c.window, c.stride, 1.0 / math.sqrt(c.attn_dim)
+        self.query_map, self.key_map = flexpert.query_map, flexpert.key_map
+        self.fold_values = c.attn_dim >= c.window
+        w0, b0 = flexpert.fusion_decoder[0].weight, flexpert.fusion_decoder[0].bias
+        if self.fold_values:
+            wv, bv = flexpert.value_map.weight, flexpert.value_map.bias
+            blocks = w0.reshape(c.fusion_dim, c.n_cell_windows, c.attn_dim)
+            merged = torch.einsum("owa,ai->owi", blocks, wv).reshape(c.fusion_dim, -1)
+            self.fusion_in = nn.Linear(merged.shape[1], c.fusion_dim)
+            self.fusion_in.weight.copy_(merged)
+            self.fusion_in.bias.copy_(b0 + blocks.sum(1) @ bv)
+        else:
+            self.value_map = flexpert.value_map
+            self.fusion_in = flexpert.fusion_decoder[0]
+        w3, b3 = flexpert.fusion_decoder[3].weight, flexpert.fusion_decoder[3].bias
+        wd, bd = flexpert.decoder[0].weight, flexpert.decoder[0].bias
+        self.fusion_out = nn.Linear(c.fusion_dim, c.decoder_hidden)
+        self.fusion_out.weight.copy_(wd @ w3)
+        self.fusion_out.bias.copy_(wd @ b3 + bd)
+        self.out = flexpert.decoder[3]
+
+    def forward(self, cell_embedding: torch.Tensor, drug: torch.Tensor) -> torch.Tensor:
+        q = self.query_map(windows(cell_embedding, self.window, self.stride))
+        drug_windows = windows(drug, self.window, self.stride)
+        keys = self.key_map(drug_windows).transpose(1, 2)
+        attention = torch.softmax((q @ keys) * self.scale, dim=-1)
+        values = drug_windows if self.fold_values else self.value_map(drug_windows)
+        fused = self.fusion_in((attention @ values).flatten(1))
+        return self.out(torch.relu(self.fusion_out(torch.relu(fused))))
