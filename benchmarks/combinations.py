@@ -38,7 +38,8 @@ def bundled(tops: list[int], repeats: int) -> list[dict]:
     from unicure_rt.patients.load import load_patient
     from unicure_rt.runtime.sessions import RuntimeOptions
     from unicure_rt.scoring.combinations import PairOptions
-    from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
+    from unicure_rt.scoring.options import ScoreOptions, resolve_library
+    from unicure_rt.scoring.pipeline import score_patient
 
     bundle = load_bundle(None)
     library = resolve_library(bundle, None)
@@ -74,7 +75,9 @@ def published_size(tops: list[int], repeats: int, work: Path) -> list[dict]:
 
     from unicure_rt.runtime.sessions import RuntimeOptions, create_session
     from unicure_rt.scoring.combinations import PairOptions, profile_pairs
-    from unicure_rt.scoring.pipeline import FlexPertRunner, ScoreOptions, _profile_ranking
+    from unicure_rt.scoring.options import ScoreOptions
+    from unicure_rt.scoring.pipeline import _profile_ranking
+    from unicure_rt.scoring.runner import FlexPertRunner
 
     paths = models.w1_bundle(work)
     session, _ = create_session(paths["bundle"] / "flexpert.onnx", RuntimeOptions(device="cpu"))

@@ -88,7 +88,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from unicure_rt.bundle.load import load_bundle
     from unicure_rt.patients.load import load_patient
-    from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
+    from unicure_rt.scoring.options import ScoreOptions, resolve_library
+    from unicure_rt.scoring.pipeline import score_patient
 
     bundle = load_bundle()
     library = resolve_library(bundle, None)

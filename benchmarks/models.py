@@ -184,7 +184,7 @@ def small_bundle(work: Path, n_drugs: int = 5000, log=print) -> dict:
     """A small random model over the landmark genes with an `n_drugs` random library."""
     import torch
 
-    from unicure_rt.drugs.library import import_library
+    from unicure_rt.drugs.build import import_library
     from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle
     from unicure_rt.train.models import UniCure, UniCureConfig
 

@@ -80,8 +80,8 @@ def make_cohort(folder: Path, n_profiles: int, per_file: int) -> list[Path]:
 def make_library(bundle, n_drugs: int, out: Path) -> Path:
     import pandas as pd
 
-    from unicure_rt.drugs.library import import_library
-    from unicure_rt.scoring.pipeline import resolve_library
+    from unicure_rt.drugs.build import import_library
+    from unicure_rt.scoring.options import resolve_library
 
     library = resolve_library(bundle, None)
     n = min(n_drugs, len(library))
@@ -152,7 +152,8 @@ def main() -> None:
     from unicure_rt.engines.ray_engine import score_cohort
     from unicure_rt.patients.load import LoadOptions, load_patient
     from unicure_rt.runtime.sessions import RuntimeOptions
-    from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
+    from unicure_rt.scoring.options import ScoreOptions, resolve_library
+    from unicure_rt.scoring.pipeline import score_patient
 
     work = Path(tempfile.mkdtemp(prefix="unicure-ray-bench-"))
     try:

@@ -121,7 +121,7 @@ def gemm_peak(repeats: int) -> dict:
 
 
 def graph_inputs(problem, drug_batch: int = 4096) -> list[dict]:
-    from unicure_rt.drugs.library import drug_vectors
+    from unicure_rt.drugs.vectors import drug_vectors
 
     feeds = []
     for dose in problem.doses:

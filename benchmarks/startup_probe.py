@@ -29,7 +29,7 @@ from unicure_rt.bundle.load import load_bundle  # noqa: E402
 
 loaded = load_bundle(sys.argv[1] if len(sys.argv) > 1 else None)
 t_bundle = time.perf_counter()
-from unicure_rt.scoring.pipeline import resolve_library  # noqa: E402
+from unicure_rt.scoring.options import resolve_library  # noqa: E402
 
 library = resolve_library(loaded, None)
 t_library = time.perf_counter()

@@ -33,7 +33,8 @@ class Problem:
 
 
 def make_library(work: Path, n_drugs: int, seed: int = 0):
-    from unicure_rt.drugs.library import import_library, load_library
+    from unicure_rt.drugs.build import import_library
+    from unicure_rt.drugs.library import load_library
 
     path = work / f"w1_library_{n_drugs}.parquet"
     if not path.exists():
@@ -53,7 +54,8 @@ def make_problem(session, library, seed: int = 0) -> Problem:
     noise of the size of the drug-to-drug spread, and the normal profile differs from it by
     random noise of the same size: scores then spread over drugs as in real use.
     """
-    from unicure_rt.drugs.library import REFERENCE_DOSES_UM, drug_vectors
+    from unicure_rt.defaults import REFERENCE_DOSES_UM
+    from unicure_rt.drugs.vectors import drug_vectors
 
     rng = np.random.default_rng(seed + 100)
     cell = rng.normal(size=1280)
@@ -95,7 +97,7 @@ def baseline(flexpert, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """The published workflow: eager forward per dose, pandas Pearson loop, mean, ranking."""
     import torch
 
-    from unicure_rt.drugs.library import drug_vectors
+    from unicure_rt.drugs.vectors import drug_vectors
 
     embeddings = problem.library.embeddings
     u, s = problem.tumour, problem.tumour - problem.normal
@@ -114,7 +116,9 @@ def baseline(flexpert, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 
 def candidate(session, problem: Problem, drug_batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """unicure-rt's own scoring path for one profile (one draw)."""
-    from unicure_rt.scoring.pipeline import FlexPertRunner, ScoreOptions, _profile_ranking
+    from unicure_rt.scoring.options import ScoreOptions
+    from unicure_rt.scoring.pipeline import _profile_ranking
+    from unicure_rt.scoring.runner import FlexPertRunner
 
     options = ScoreOptions(doses=problem.doses, draws=1, drug_batch=drug_batch)
     runner = FlexPertRunner(session, problem.library, options)

@@ -29,12 +29,12 @@ OLD_COMMIT = "4638830"
 
 
 def write_library(path: Path, n: int, encoder_id: str, seed: int = 0) -> Path:
-    from unicure_rt.drugs.library import _LibraryWriter, _metadata_schema
+    from unicure_rt.drugs.library import LibraryWriter, metadata_schema
 
     if path.exists():
         return path
     rng = np.random.default_rng(seed)
-    writer = _LibraryWriter(path, _metadata_schema(pd.DataFrame()), 512, "float16")
+    writer = LibraryWriter(path, metadata_schema(pd.DataFrame()), 512, "float16")
     try:
         for start in range(0, n, CHUNK):
             stop = min(n, start + CHUNK)
@@ -82,8 +82,10 @@ def child(bundle: Path, library_path: Path, implementation: str, top: int) -> di
         score = importlib.util.module_from_spec(spec)
         sys.modules["old_score"] = score
         spec.loader.exec_module(score)
+        ScoreOptions, score_patient = score.ScoreOptions, score.score_patient
     else:
-        import unicure_rt.scoring.pipeline as score
+        from unicure_rt.scoring.options import ScoreOptions
+        from unicure_rt.scoring.pipeline import score_patient
 
     t0 = time.perf_counter()
     loaded = load_bundle(bundle)
@@ -99,9 +101,9 @@ def child(bundle: Path, library_path: Path, implementation: str, top: int) -> di
     )
     load_s = time.perf_counter() - t0
     rss_loaded = current_rss_mib()
-    options = score.ScoreOptions(draws=1, prediction_top=top)
+    options = ScoreOptions(draws=1, prediction_top=top)
     t0 = time.perf_counter()
-    result = score.score_patient(loaded, one, library=library, options=options)
+    result = score_patient(loaded, one, library=library, options=options)
     total = time.perf_counter() - t0
     timings = result.run["timings_s"]
     n_pred = len(library) * len(options.doses)

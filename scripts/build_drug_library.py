@@ -38,7 +38,9 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.bundle.load import load_bundle
-from unicure_rt.drugs import library as drugs
+from unicure_rt.drugs.build import build_library
+from unicure_rt.drugs.fingerprints import invalid_smiles
+from unicure_rt.drugs.library import load_library
 
 SOURCE = "LINCS L1000 compounds (dhimmel/lincs pertinfo, https://github.com/dhimmel/lincs)"
 LICENSE = "CC0-1.0 (structures); antineoplastic flag derived from DrugBank ATC codes"
@@ -96,7 +98,7 @@ def prepare_lincs_table(
     """The LINCS table ready for `build_library` (columns drug_id, name, smiles, ...) + counts."""
     lincs = pd.read_csv(lincs_path, sep="\t", dtype={"pubchem_cid": "Int64"})
     stats = {"rows": len(lincs)}
-    invalid = drugs.invalid_smiles(lincs["canonical_smiles"].tolist())
+    invalid = invalid_smiles(lincs["canonical_smiles"].tolist())
     lincs = lincs.drop(index=lincs.index[invalid])
     stats["invalid_smiles"] = len(invalid)
     lincs["inchi_key"] = _inchikey(lincs["inchi_key"])
@@ -158,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         max_drugs=args.max_drugs,
         mapping_path=args.mapping if args.mapping.is_file() else None,
     )
-    summary = drugs.build_library(
+    summary = build_library(
         table, bundle, args.out, force=args.force, source=SOURCE, license=LICENSE, dtype=args.dtype
     )
     built = time.perf_counter() - start
     start = time.perf_counter()
-    library = drugs.load_library(args.out, encoder_id=bundle.drug_encoder["id"])
+    library = load_library(args.out, encoder_id=bundle.drug_encoder["id"])
     loaded = time.perf_counter() - start
     for key, value in stats.items():
         print(f"{key:>22}: {value}")

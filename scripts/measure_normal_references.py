@@ -35,7 +35,8 @@ from unicure_rt.bundle.load import load_bundle
 from unicure_rt.patients import normals
 from unicure_rt.patients.load import PatientProfiles, load_patient, load_profiles
 from unicure_rt.runtime.sessions import RuntimeOptions
-from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
+from unicure_rt.scoring.options import ScoreOptions, resolve_library
+from unicure_rt.scoring.pipeline import score_patient
 
 REPO = Path(__file__).resolve().parents[1]
 TCGA = REPO / "examples" / "tcga_brca.h5ad"

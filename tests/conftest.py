@@ -65,7 +65,7 @@ def tiny_config(vocab_size: int, padding: str = "masked"):
 def tiny_bundle(tmp_path_factory) -> Path:
     """A random-weight model over the landmark genes, exported with a 50-drug library."""
     torch = pytest.importorskip("torch", reason="the export tests need the [export] extra (torch)")
-    from unicure_rt.drugs.library import import_library
+    from unicure_rt.drugs.build import import_library
     from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle
     from unicure_rt.train.models import UniCure
 

@@ -16,7 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from unicure_rt.cli.app import app
-from unicure_rt.drugs.library import DRUG_VECTOR_LENGTH, import_library, load_library
+from unicure_rt.drugs.build import import_library
+from unicure_rt.drugs.library import load_library
+from unicure_rt.drugs.vectors import DRUG_VECTOR_LENGTH
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import PARQUET_MARKER_KEY
 from unicure_rt.scoring.combinations import (
@@ -26,7 +28,8 @@ from unicure_rt.scoring.combinations import (
     choose_arms,
     profile_pairs,
 )
-from unicure_rt.scoring.pipeline import FlexPertRunner, ScoreOptions
+from unicure_rt.scoring.options import ScoreOptions
+from unicure_rt.scoring.runner import FlexPertRunner
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
 N_GENES = 978
@@ -313,7 +316,7 @@ def test_predict_pair_is_the_mean_of_both_orders_with_the_published_input(tiny_b
     from unicure_rt.runtime.embed import embed_profiles, mean_embedding
     from unicure_rt.runtime.sessions import RuntimeOptions, create_session
     from unicure_rt.runtime.tokenizer import Tokenizer
-    from unicure_rt.scoring.pipeline import resolve_library
+    from unicure_rt.scoring.options import resolve_library
 
     out = tmp_path / "pairs.parquet"
     args = ("--drug", "drug03+drug07", "--drug", "drug01", "--doses", "1,10", "--draws", "1")

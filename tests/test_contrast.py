@@ -12,18 +12,13 @@ import pytest
 from scipy.stats import kstest, pearsonr
 
 from unicure_rt.bundle.load import load_bundle
-from unicure_rt.drugs.library import drug_vectors
+from unicure_rt.drugs.vectors import drug_vectors
 from unicure_rt.patients.load import load_patient
 from unicure_rt.runtime.sessions import RuntimeOptions, create_session
-from unicure_rt.scoring.pipeline import (
-    FlexPertRunner,
-    ScoreOptions,
-    _profile_ranking,
-    permuted_signatures,
-    resolve_library,
-    score_patient,
-    within_profile_fdr,
-)
+from unicure_rt.scoring.null import permuted_signatures, within_profile_fdr
+from unicure_rt.scoring.options import ScoreOptions, resolve_library
+from unicure_rt.scoring.pipeline import _profile_ranking, score_patient
+from unicure_rt.scoring.runner import FlexPertRunner
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
 
@@ -189,7 +184,7 @@ def test_null_columns_follow_rank_by(bundle, patient):
 
 def test_terminal_lists_a_compound_under_several_ids_once():
     from unicure_rt.scoring.effects import compound_labels
-    from unicure_rt.scoring.pipeline import l01_mark, top_compounds
+    from unicure_rt.scoring.results import l01_mark, top_compounds
 
     ranked = pd.DataFrame(
         {

@@ -535,9 +535,11 @@ def test_published_formula_reproduces_the_reference_workflow_ranks_with_ties(mod
     import pandas as pd
     from scipy.stats import pearsonr
 
-    from unicure_rt.drugs.library import REFERENCE_DOSES_UM
-    from unicure_rt.drugs.library import drug_vectors as unicure_drug_vectors
-    from unicure_rt.scoring.pipeline import FlexPertRunner, ScoreOptions, _profile_ranking
+    from unicure_rt.defaults import REFERENCE_DOSES_UM
+    from unicure_rt.drugs.vectors import drug_vectors as unicure_drug_vectors
+    from unicure_rt.scoring.options import ScoreOptions
+    from unicure_rt.scoring.pipeline import _profile_ranking
+    from unicure_rt.scoring.runner import FlexPertRunner
 
     rng = np.random.default_rng(5)
     embeddings = rng.normal(size=(24, 512)).astype(np.float32)

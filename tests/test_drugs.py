@@ -19,7 +19,12 @@ from fake_bundles import write_fake_bundle
 from reference_multidrug import CTRL, multidrug_input
 
 from unicure_rt.bundle.load import load_bundle
-from unicure_rt.drugs import library as drugs
+from unicure_rt.defaults import REFERENCE_DOSES_UM
+from unicure_rt.drugs.build import build_library, import_library
+from unicure_rt.drugs.encoder import encode_smiles, rdkit_encoder_spec
+from unicure_rt.drugs.fingerprints import invalid_smiles, morgan_count_fingerprints, tanimoto_matrix
+from unicure_rt.drugs.library import load_library
+from unicure_rt.drugs.vectors import combination_vectors, control_vectors, drug_vectors
 from unicure_rt.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +67,7 @@ def _make_rdkit_bundle(directory: Path, seed: int):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, directory / "drug_encoder.onnx")
-    write_fake_bundle(directory, drugs.rdkit_encoder_spec(directory / "drug_encoder.onnx"))
+    write_fake_bundle(directory, rdkit_encoder_spec(directory / "drug_encoder.onnx"))
     return load_bundle(directory), weights
 
 
@@ -114,22 +119,22 @@ def _expected_embedding(weights: np.ndarray, smiles: str) -> np.ndarray:
 
 
 def test_reference_doses():
-    assert drugs.REFERENCE_DOSES_UM == (0.04, 0.12, 0.37, 1.11, 3.33, 10.0)
+    assert REFERENCE_DOSES_UM == (0.04, 0.12, 0.37, 1.11, 3.33, 10.0)
 
 
 def test_drug_vector_layout():
     emb = np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32)
-    vec = drugs.drug_vectors(emb, 1.11)
+    vec = drug_vectors(emb, 1.11)
     assert vec.shape == (3, 528) and vec.dtype == np.float32
     np.testing.assert_array_equal(vec[:, :512], emb)
     np.testing.assert_array_equal(vec[:, 512:], np.float32(np.log10(2.11)))
     assert np.all(vec[:, 512:] == vec[:, 512:513])  # the dose, then padded with the same value
 
-    per_row = drugs.drug_vectors(emb, np.array([0.0, 0.04, 10.0]))
+    per_row = drug_vectors(emb, np.array([0.0, 0.04, 10.0]))
     np.testing.assert_allclose(per_row[:, 527], np.log10([1.0, 1.04, 11.0]), rtol=1e-6)
     assert np.all(per_row[0, 512:] == 0.0)
 
-    short = drugs.drug_vectors(np.ones((2, 500)), 3.33)
+    short = drug_vectors(np.ones((2, 500)), 3.33)
     assert short.shape == (2, 528)
     np.testing.assert_allclose(short[:, 500:], np.log10(4.33), rtol=1e-6)
 
@@ -150,16 +155,16 @@ def test_combination_vectors_follow_the_published_multidrug_loader():
     def arm(name: str, dose: float) -> np.ndarray | None:
         if name == CTRL:
             return None
-        return drugs.drug_vectors(embeddings[name][None, :], dose)
+        return drug_vectors(embeddings[name][None, :], dose)
 
     for name_1, dose_1, name_2, dose_2 in cases:
         expected = multidrug_input(embeddings, name_1, dose_1, name_2, dose_2)
-        built = drugs.combination_vectors(arm(name_1, dose_1), arm(name_2, dose_2), n=1)
+        built = combination_vectors(arm(name_1, dose_1), arm(name_2, dose_2), n=1)
         assert built.dtype == np.float32 and built.shape == (1, len(expected))
         np.testing.assert_array_equal(built[0], expected.astype(np.float32))
         # a control arm may also be given as zero vectors
-        zeros = drugs.control_vectors(1)
-        as_zeros = drugs.combination_vectors(
+        zeros = control_vectors(1)
+        as_zeros = combination_vectors(
             zeros if name_1 == CTRL else arm(name_1, dose_1),
             zeros if name_2 == CTRL else arm(name_2, dose_2),
         )
@@ -170,33 +175,33 @@ def test_combination_vectors_follow_the_published_multidrug_loader():
 
 def test_combination_vectors_refuse_mixed_or_mismatched_arms():
     rng = np.random.default_rng(1)
-    a = drugs.drug_vectors(rng.normal(size=(4, 512)), 0.37)
-    b = drugs.drug_vectors(rng.normal(size=(4, 512)), 10.0)
-    assert drugs.combination_vectors(a, b).shape == (4, 1056)
-    assert not drugs.control_vectors(4).any() and drugs.control_vectors(4).shape == (4, 528)
+    a = drug_vectors(rng.normal(size=(4, 512)), 0.37)
+    b = drug_vectors(rng.normal(size=(4, 512)), 10.0)
+    assert combination_vectors(a, b).shape == (4, 1056)
+    assert not control_vectors(4).any() and control_vectors(4).shape == (4, 528)
     with pytest.raises(UserError, match="same shape"):
-        drugs.combination_vectors(a, b[:2])
+        combination_vectors(a, b[:2])
     mixed = b.copy()
     mixed[1] = 0.0
     with pytest.raises(UserError, match="mixes control rows"):
-        drugs.combination_vectors(a, mixed)
+        combination_vectors(a, mixed)
     with pytest.raises(UserError, match="pass n"):
-        drugs.combination_vectors(None, None)
+        combination_vectors(None, None)
 
 
 @pytest.mark.parametrize("dose", [-0.1, float("nan"), float("inf"), "ten"])
 def test_bad_doses_are_user_errors(dose):
     with pytest.raises(UserError, match="[Dd]ose"):
-        drugs.drug_vectors(np.zeros((2, 512)), dose)
+        drug_vectors(np.zeros((2, 512)), dose)
 
 
 def test_bad_embedding_shapes_are_user_errors():
     with pytest.raises(UserError, match="2-D"):
-        drugs.drug_vectors(np.zeros(512), 1.0)
+        drug_vectors(np.zeros(512), 1.0)
     with pytest.raises(UserError, match="left for the dose"):
-        drugs.drug_vectors(np.zeros((1, 528)), 1.0)
+        drug_vectors(np.zeros((1, 528)), 1.0)
     with pytest.raises(UserError, match="one dose per drug"):
-        drugs.drug_vectors(np.zeros((3, 512)), [1.0, 2.0])
+        drug_vectors(np.zeros((3, 512)), [1.0, 2.0])
 
 
 # ------------------------------------------------------------------------------------------
@@ -210,12 +215,12 @@ def test_fingerprints_on_trapnell_compounds(capfd):
     names, smiles = table[0].tolist(), table[1].tolist()
     n = len(smiles)  # 188 compounds + the DMSO control, listed twice
     assert n >= 188
-    fps, valid = drugs.morgan_count_fingerprints([*smiles, "not a smiles", None])
+    fps, valid = morgan_count_fingerprints([*smiles, "not a smiles", None])
 
     assert fps.shape == (n + 2, 2048) and fps.dtype == np.float32
     assert valid[:n].all() and not valid[n:].any()
-    assert drugs.invalid_smiles([*smiles, "not a smiles", None], valid) == [n, n + 1]
-    assert drugs.invalid_smiles([*smiles[:3], "not a smiles"]) == [3]
+    assert invalid_smiles([*smiles, "not a smiles", None], valid) == [n, n + 1]
+    assert invalid_smiles([*smiles[:3], "not a smiles"]) == [3]
     assert not fps[n:].any()
     assert (fps[:n] >= 0).all() and (fps[:n].sum(axis=1) > 0).all()
     assert "SMILES Parse Error" not in capfd.readouterr().err  # RDKit chatter is silenced
@@ -233,7 +238,7 @@ def test_fingerprints_on_trapnell_compounds(capfd):
 def test_tanimoto_matrix():
     names = ["aspirin", "caffeine", "imatinib", "broken"]
     smiles = [SMILES[n] for n in names]
-    sim = drugs.tanimoto_matrix(smiles, smiles)
+    sim = tanimoto_matrix(smiles, smiles)
     assert sim.shape == (4, 4)
     np.testing.assert_allclose(np.diag(sim)[:3], 1.0)
     np.testing.assert_allclose(sim[:3, :3], sim[:3, :3].T)
@@ -255,36 +260,36 @@ def test_encoder_spec_names_the_graph_hash(rdkit_bundle):
 
 def test_encode_smiles(rdkit_bundle):
     bundle, weights = rdkit_bundle
-    emb = drugs.encode_smiles([SMILES["aspirin"], SMILES["imatinib"]], bundle)
+    emb = encode_smiles([SMILES["aspirin"], SMILES["imatinib"]], bundle)
     assert emb.shape == (2, 512) and emb.dtype == np.float32
     np.testing.assert_allclose(emb[1], _expected_embedding(weights, SMILES["imatinib"]), atol=1e-5)
     with pytest.raises(UserError, match="could not be parsed"):
-        drugs.encode_smiles([SMILES["aspirin"], SMILES["broken"]], bundle)
+        encode_smiles([SMILES["aspirin"], SMILES["broken"]], bundle)
 
 
 def test_precomputed_bundle_cannot_encode(precomputed_bundle, smiles_csv, tmp_path):
     with pytest.raises(UserError, match="drugs import"):
-        drugs.build_library(smiles_csv, precomputed_bundle, tmp_path / "lib.parquet")
+        build_library(smiles_csv, precomputed_bundle, tmp_path / "lib.parquet")
     with pytest.raises(UserError, match="precomputed"):
-        drugs.encode_smiles([SMILES["aspirin"]], precomputed_bundle)
+        encode_smiles([SMILES["aspirin"]], precomputed_bundle)
     assert not (tmp_path / "lib.parquet").exists()
 
 
 def test_library_round_trip(rdkit_bundle, smiles_csv, tmp_path):
     bundle, weights = rdkit_bundle
     out = tmp_path / "lib" / "drugs.parquet"
-    summary = drugs.build_library(smiles_csv, bundle, out, source="test", license="CC0-1.0")
+    summary = build_library(smiles_csv, bundle, out, source="test", license="CC0-1.0")
     assert summary.n_drugs == 4 and summary.invalid == ["D4"]
     assert summary.encoder_id == bundle.drug_encoder["id"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["drugs.parquet"]  # no temp files
 
-    library = drugs.load_library(out, encoder_id=bundle.drug_encoder["id"])
+    library = load_library(out, encoder_id=bundle.drug_encoder["id"])
     assert library.ids == ["D0", "D1", "D2", "D3"] and len(library) == 4
     assert library.names == ["aspirin", "caffeine", "imatinib", "ethanol"]
     assert library.content_sha256 == summary.content_sha256
     assert library.embeddings.shape == (4, 512) and library.embeddings.dtype == np.float32
     np.testing.assert_array_equal(
-        library.embeddings, drugs.encode_smiles(library.metadata["smiles"], bundle)
+        library.embeddings, encode_smiles(library.metadata["smiles"], bundle)
     )
     np.testing.assert_allclose(
         library.embeddings[2], _expected_embedding(weights, SMILES["imatinib"]), atol=1e-5
@@ -313,7 +318,7 @@ def test_library_round_trip(rdkit_bundle, smiles_csv, tmp_path):
     assert info["content_sha256"] == expected
 
     # streaming (nothing kept in memory at load) gives the same embeddings
-    streamed = drugs.load_library(out, encoder_id=None, keep_in_memory_bytes=0)
+    streamed = load_library(out, encoder_id=None, keep_in_memory_bytes=0)
     batches = list(streamed.iter_batches(batch_size=3))
     assert [start for start, _ in batches] == [0, 3]
     np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), library.embeddings)
@@ -322,10 +327,10 @@ def test_library_round_trip(rdkit_bundle, smiles_csv, tmp_path):
 
 def test_float16_storage(rdkit_bundle, smiles_csv, tmp_path):
     bundle, _ = rdkit_bundle
-    exact = drugs.build_library(smiles_csv, bundle, tmp_path / "f32.parquet")
-    half = drugs.build_library(smiles_csv, bundle, tmp_path / "f16.parquet", dtype="float16")
-    a = drugs.load_library(exact.path, encoder_id=exact.encoder_id).embeddings
-    b = drugs.load_library(half.path, encoder_id=half.encoder_id).embeddings
+    exact = build_library(smiles_csv, bundle, tmp_path / "f32.parquet")
+    half = build_library(smiles_csv, bundle, tmp_path / "f16.parquet", dtype="float16")
+    a = load_library(exact.path, encoder_id=exact.encoder_id).embeddings
+    b = load_library(half.path, encoder_id=half.encoder_id).embeddings
     assert b.dtype == np.float32
     change = np.abs(a - b).max()
     assert 0 < change <= half.float16_max_abs_change <= np.abs(a).max() * 2**-11
@@ -348,11 +353,11 @@ def _rewrite_with(path: Path, out: Path, mutate) -> None:
 
 def test_tampered_library_is_refused(rdkit_bundle, smiles_csv, tmp_path):
     bundle, _ = rdkit_bundle
-    good = drugs.build_library(smiles_csv, bundle, tmp_path / "good.parquet").path
+    good = build_library(smiles_csv, bundle, tmp_path / "good.parquet").path
 
     same = tmp_path / "same.parquet"
     _rewrite_with(good, same, lambda emb: None)
-    drugs.load_library(same, encoder_id=None)  # a faithful copy still verifies
+    load_library(same, encoder_id=None)  # a faithful copy still verifies
 
     tampered = tmp_path / "tampered.parquet"
 
@@ -361,31 +366,31 @@ def test_tampered_library_is_refused(rdkit_bundle, smiles_csv, tmp_path):
 
     _rewrite_with(good, tampered, flip_one_byte)
     with pytest.raises(UserError, match="integrity check"):
-        drugs.load_library(tampered, encoder_id=None)
+        load_library(tampered, encoder_id=None)
 
     raw = bytearray(good.read_bytes())
     truncated = tmp_path / "truncated.parquet"
     truncated.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(UserError, match="damaged, truncated"):
-        drugs.load_library(truncated, encoder_id=None)
+        load_library(truncated, encoder_id=None)
 
     corrupt = tmp_path / "corrupt.parquet"
     raw[len(raw) // 3] ^= 0xFF
     corrupt.write_bytes(bytes(raw))
     with pytest.raises(UserError):
-        drugs.load_library(corrupt, encoder_id=None)
+        load_library(corrupt, encoder_id=None)
 
     plain = tmp_path / "plain.parquet"
     pd.DataFrame({"a": [1]}).to_parquet(plain)
     with pytest.raises(UserError, match="not a unicure-rt drug library"):
-        drugs.load_library(plain, encoder_id=None)
+        load_library(plain, encoder_id=None)
     with pytest.raises(UserError, match="does not exist"):
-        drugs.load_library(tmp_path / "missing.parquet", encoder_id=None)
+        load_library(tmp_path / "missing.parquet", encoder_id=None)
 
 
 def test_newer_format_version_is_refused(rdkit_bundle, smiles_csv, tmp_path):
     bundle, _ = rdkit_bundle
-    good = drugs.build_library(smiles_csv, bundle, tmp_path / "good.parquet").path
+    good = build_library(smiles_csv, bundle, tmp_path / "good.parquet").path
     table = pq.read_table(good)
     info = json.loads(pq.ParquetFile(good).metadata.metadata[b"unicure_rt.library"])
     info["format_version"] = 99
@@ -394,16 +399,16 @@ def test_newer_format_version_is_refused(rdkit_bundle, smiles_csv, tmp_path):
         writer.write_table(table)
         writer.add_key_value_metadata({"unicure_rt.library": json.dumps(info)})
     with pytest.raises(UserError, match="newer than this unicure-rt"):
-        drugs.load_library(newer, encoder_id=None)
+        load_library(newer, encoder_id=None)
 
 
 def test_library_for_another_encoder_is_refused(rdkit_bundle, other_bundle, smiles_csv, tmp_path):
     bundle, _ = rdkit_bundle
-    out = drugs.build_library(smiles_csv, bundle, tmp_path / "lib.parquet").path
+    out = build_library(smiles_csv, bundle, tmp_path / "lib.parquet").path
     other_id = other_bundle.drug_encoder["id"]
     assert other_id != bundle.drug_encoder["id"]
     with pytest.raises(UserError) as error:
-        drugs.load_library(out, encoder_id=other_id)
+        load_library(out, encoder_id=other_id)
     message = str(error.value)
     assert bundle.drug_encoder["id"] in message and other_id in message
     assert "unicure-rt drugs build" in message and "--bundle" in message
@@ -414,19 +419,17 @@ def test_existing_output_needs_force(rdkit_bundle, smiles_csv, tmp_path):
     out = tmp_path / "lib.parquet"
     out.write_bytes(b"precious")
     with pytest.raises(UserError, match="already exists"):
-        drugs.build_library(smiles_csv, bundle, out)
+        build_library(smiles_csv, bundle, out)
     with pytest.raises(UserError, match="already exists"):
-        drugs.import_library(
-            pd.DataFrame(np.ones((2, 4)), index=["a", "b"]), encoder_id="x", out=out
-        )
+        import_library(pd.DataFrame(np.ones((2, 4)), index=["a", "b"]), encoder_id="x", out=out)
     assert out.read_bytes() == b"precious"
     with pytest.raises(UserError, match="not written by unicure-rt"):
-        drugs.build_library(smiles_csv, bundle, out, force=True)
+        build_library(smiles_csv, bundle, out, force=True)
     assert out.read_bytes() == b"precious"
     out.unlink()
-    drugs.import_library(pd.DataFrame(np.ones((2, 4)), index=["a", "b"]), encoder_id="x", out=out)
-    drugs.build_library(smiles_csv, bundle, out, force=True)
-    assert len(drugs.load_library(out, encoder_id=None)) == 4
+    import_library(pd.DataFrame(np.ones((2, 4)), index=["a", "b"]), encoder_id="x", out=out)
+    build_library(smiles_csv, bundle, out, force=True)
+    assert len(load_library(out, encoder_id=None)) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drugs.csv", "lib.parquet"]
 
 
@@ -436,19 +439,19 @@ def test_bad_tables_are_user_errors(rdkit_bundle, tmp_path):
     odd = tmp_path / "drugs.xlsx"
     odd.write_text("x")
     with pytest.raises(UserError, match="format"):
-        drugs.build_library(odd, bundle, out)
+        build_library(odd, bundle, out)
     no_smiles = tmp_path / "no_smiles.csv"
     pd.DataFrame({"name": ["a"], "structure": ["CCO"]}).to_csv(no_smiles, index=False)
     with pytest.raises(UserError, match="--smiles-column"):
-        drugs.build_library(no_smiles, bundle, out)
+        build_library(no_smiles, bundle, out)
     dupes = tmp_path / "dupes.csv"
     pd.DataFrame({"drug_id": ["a", "a"], "smiles": ["CCO", "CCN"]}).to_csv(dupes, index=False)
     with pytest.raises(UserError, match="unique"):
-        drugs.build_library(dupes, bundle, out)
+        build_library(dupes, bundle, out)
     invalid = tmp_path / "invalid.csv"
     pd.DataFrame({"drug_id": ["a"], "smiles": ["C1CC("]}).to_csv(invalid, index=False)
     with pytest.raises(UserError, match="empty"):
-        drugs.build_library(invalid, bundle, out)
+        build_library(invalid, bundle, out)
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".parquet") == []
 
 
@@ -466,11 +469,9 @@ def test_import_csv_indexed_by_name(tmp_path):
     frame = _unimol_like()
     table = tmp_path / "unimol.csv"
     frame.to_csv(table)
-    summary = drugs.import_library(
-        table, encoder_id="unimol-512", out=tmp_path / "lib.parquet", dim=512
-    )
+    summary = import_library(table, encoder_id="unimol-512", out=tmp_path / "lib.parquet", dim=512)
     assert summary.n_drugs == 6 and summary.encoder_id == "unimol-512"
-    library = drugs.load_library(summary.path, encoder_id="unimol-512")
+    library = load_library(summary.path, encoder_id="unimol-512")
     assert library.ids == list(frame.index) and library.names == list(frame.index)
     np.testing.assert_array_equal(library.embeddings, frame.to_numpy())
     assert library.metadata["smiles"].isna().all()
@@ -486,8 +487,8 @@ def test_import_parquet_with_metadata(tmp_path):
     table = tmp_path / "unimol.parquet"
     frame.to_parquet(table)
     out = tmp_path / "lib.parquet"
-    drugs.import_library(table, encoder_id="unimol-512", out=out, dim=512, dtype="float16")
-    library = drugs.load_library(out, encoder_id="unimol-512")
+    import_library(table, encoder_id="unimol-512", out=out, dim=512, dtype="float16")
+    library = load_library(out, encoder_id="unimol-512")
     assert library.metadata["antineoplastic"].tolist() == [True, False, None, True, False, None]
     assert library.metadata["pubchem_cid"].tolist() == list(range(6))
     np.testing.assert_allclose(
@@ -499,16 +500,16 @@ def test_import_validation(tmp_path):
     out = tmp_path / "lib.parquet"
     frame = _unimol_like()
     with pytest.raises(UserError, match="512"):
-        drugs.import_library(frame.iloc[:, :500], encoder_id="unimol-512", out=out, dim=512)
+        import_library(frame.iloc[:, :500], encoder_id="unimol-512", out=out, dim=512)
     bad = frame.copy()
     bad.iloc[2, 7] = np.nan
     with pytest.raises(UserError, match="non-finite") as error:
-        drugs.import_library(bad, encoder_id="unimol-512", out=out)
+        import_library(bad, encoder_id="unimol-512", out=out)
     assert "drug 2" in str(error.value)
     with pytest.raises(UserError, match="encoder id"):
-        drugs.import_library(frame, encoder_id=" ", out=out)
+        import_library(frame, encoder_id=" ", out=out)
     with pytest.raises(UserError, match="float16 range"):
-        drugs.import_library(frame * 1e6, encoder_id="unimol-512", out=out, dtype="float16")
+        import_library(frame * 1e6, encoder_id="unimol-512", out=out, dtype="float16")
     assert not any(tmp_path.iterdir())  # no partial output
 
 
@@ -539,7 +540,7 @@ def test_cli_build(cli, rdkit_bundle, smiles_csv, tmp_path):
     args = ["drugs", "build", smiles_csv, "--bundle", bundle.path, "--out", out]
     result = cli(*args, "--id-column", "name", "--dtype", "float16")
     assert result.exit_code == 0, result.output
-    library = drugs.load_library(out, encoder_id=bundle.drug_encoder["id"])
+    library = load_library(out, encoder_id=bundle.drug_encoder["id"])
     assert library.ids == ["aspirin", "caffeine", "imatinib", "ethanol"]
     assert library.content_sha256 in result.output
     assert "invalid SMILES skipped" in result.output and "broken" in result.output
@@ -557,7 +558,7 @@ def test_cli_import(cli, tmp_path):
     result = cli("drugs", "import", table, "--encoder-id", "unimol-512", "--out", out, "--dim", 512)
     assert result.exit_code == 0, result.output
     assert "unimol-512" in result.output
-    assert len(drugs.load_library(out, encoder_id="unimol-512")) == 6
+    assert len(load_library(out, encoder_id="unimol-512")) == 6
     assert cli("drugs", "--help").exit_code == 0
 
 
@@ -604,13 +605,13 @@ def test_lincs_subset(rdkit_bundle, tmp_path):
     assert flags.get("aspirin", False) is False
     assert not {"drugbank_id", "atc_codes"} & set(table.columns)  # only the flag ships
 
-    fps, valid = drugs.morgan_count_fingerprints(table["smiles"])
+    fps, valid = morgan_count_fingerprints(table["smiles"])
     assert valid.all() and fps.shape == (len(table), 2048)
 
     out = tmp_path / "lincs.parquet"
-    summary = drugs.build_library(table, bundle, out, dtype="float16", source="LINCS")
+    summary = build_library(table, bundle, out, dtype="float16", source="LINCS")
     assert summary.n_drugs == len(table) and summary.n_invalid == 0
-    library = drugs.load_library(out, encoder_id=bundle.drug_encoder["id"])
+    library = load_library(out, encoder_id=bundle.drug_encoder["id"])
     assert library.metadata["antineoplastic"].eq(True).sum() >= 3
     assert library.metadata["inchi_key"].str.len().eq(27).all()
 

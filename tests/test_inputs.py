@@ -13,14 +13,10 @@ import pytest
 from scipy import sparse
 
 from unicure_rt.errors import UserError
-from unicure_rt.patients import load as inputs
+from unicure_rt.patients import read
+from unicure_rt.patients.coverage import MIN_OUTPUT_GENE_FRACTION, check_coverage, gene_coverage
 from unicure_rt.patients.genes import gene_table
-from unicure_rt.patients.load import (
-    MIN_OUTPUT_GENE_FRACTION,
-    check_coverage,
-    gene_coverage,
-    load_patient,
-)
+from unicure_rt.patients.load import load_patient
 
 GENES = ["A1BG", "ACTB", "CDH3", "GAPDH", "GNPDA1", "NOL3", "RXYLT1", "TP53"]
 
@@ -259,8 +255,8 @@ def test_no_resolvable_gene_is_refused(tmp_path):
 def test_backed_reading_in_blocks_matches_in_memory(tmp_path, monkeypatch):
     path = two_patients(tmp_path)
     expected = load_patient(path, normal_where="cell_type=normal", min_cells=1)
-    monkeypatch.setattr(inputs, "BACKED_BYTES", 0)
-    monkeypatch.setattr(inputs, "BLOCK_VALUES", 2 * len(GENES))
+    monkeypatch.setattr(read, "BACKED_BYTES", 0)
+    monkeypatch.setattr(read, "BLOCK_VALUES", 2 * len(GENES))
     backed = load_patient(path, normal_where="cell_type=normal", min_cells=1)
     assert backed.qc["input"]["backed"] is True
     pd.testing.assert_frame_equal(backed.tumour, expected.tumour)

@@ -63,7 +63,7 @@ main()
 @pytest.fixture(scope="module")
 def long_run(tiny_bundle, tmp_path_factory):
     """A patient table and a 1,000-drug library: a scoring run of many seconds."""
-    from unicure_rt.drugs.library import import_library
+    from unicure_rt.drugs.build import import_library
 
     folder = tmp_path_factory.mktemp("interrupts")
     rng = np.random.default_rng(0)

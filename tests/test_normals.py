@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from unicure_rt.cli.app import app
 from unicure_rt.errors import UserError
 from unicure_rt.patients import normals
+from unicure_rt.patients.coverage import check_coverage, gene_coverage
 from unicure_rt.patients.genes import gene_table, resolve_gene_ids
-from unicure_rt.patients.load import check_coverage, gene_coverage, load_patient
+from unicure_rt.patients.load import load_patient
 
 REPO = Path(__file__).resolve().parents[1]
 TCGA = REPO / "examples" / "tcga_brca.h5ad"

@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 from unicure_rt.bundle.load import load_bundle, write_manifest
 from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.cli.app import app
-from unicure_rt.drugs.library import import_library
+from unicure_rt.drugs.build import import_library
 from unicure_rt.errors import UserError
-from unicure_rt.scoring.pipeline import resolve_library
+from unicure_rt.scoring.options import resolve_library
 
 runner = CliRunner()
 
@@ -264,7 +264,7 @@ def test_a_drug_encoder_of_another_width_is_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from unicure_rt.drugs.library import rdkit_encoder_spec
+    from unicure_rt.drugs.encoder import rdkit_encoder_spec
 
     directory = tmp_path / "rdkit"
     directory.mkdir()

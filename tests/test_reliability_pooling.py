@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from unicure_rt.cli.app import app
 from unicure_rt.errors import UserError
-from unicure_rt.patients.load import BULK_MIN_DETECTED, load_patient, load_profiles
+from unicure_rt.patients.load import load_patient, load_profiles
+from unicure_rt.patients.profiles import BULK_MIN_DETECTED
 
 REPO = Path(__file__).resolve().parents[1]
 TCGA = REPO / "examples" / "tcga_brca.h5ad"

@@ -13,15 +13,12 @@ import pandas as pd
 import pytest
 
 from unicure_rt.bundle.load import load_bundle
-from unicure_rt.drugs.library import same_compound_groups
+from unicure_rt.drugs.fingerprints import same_compound_groups
 from unicure_rt.patients.load import load_patient
-from unicure_rt.scoring.pipeline import (
-    ScoreOptions,
-    resolve_library,
-    score_patient,
-    write_score_outputs,
-)
+from unicure_rt.scoring.options import ScoreOptions, resolve_library
+from unicure_rt.scoring.pipeline import score_patient
 from unicure_rt.scoring.report import _value_range, heatmap_ranks, profile_kind
+from unicure_rt.scoring.run_folder import write_score_outputs
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
 PD_0325901 = "PD-0325901"  # listed twice in the bundled library: with and without stereo

@@ -774,7 +774,7 @@ def test_damaged_sparse_index_is_refused_not_a_crash(tiny_bundle, tmp_path, monk
     import h5py
 
     if backed:
-        monkeypatch.setattr("unicure_rt.patients.load.BACKED_BYTES", 0)
+        monkeypatch.setattr("unicure_rt.patients.read.BACKED_BYTES", 0)
 
     counts = sparse.csr_matrix(counts_table(["t1", "t2", "n"]).T.to_numpy().astype(np.float32))
     with warnings.catch_warnings():

@@ -63,7 +63,7 @@ def test_stage2_loss_is_zero_for_a_perfect_group():
 
 
 def test_torch_drug_vectors_match_drugs_module():
-    from unicure_rt.drugs.library import drug_vectors
+    from unicure_rt.drugs.vectors import drug_vectors
     from unicure_rt.train.demo import torch_drug_vectors
 
     emb = np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32)
@@ -90,7 +90,7 @@ def test_plate_loading():
     resolved = {p for p in kinase if smiles[p]}
     # 47 of the 55 plate drugs have a LINCS SMILES; the 8 others are unnamed BRD ids.
     assert len(resolved) == 47
-    from unicure_rt.drugs.library import morgan_count_fingerprints
+    from unicure_rt.drugs.fingerprints import morgan_count_fingerprints
 
     _fps, valid = morgan_count_fingerprints([smiles[p] for p in sorted(resolved)])
     assert valid.all()
@@ -148,14 +148,14 @@ def test_signature_groups_map_structures_by_inchikey():
 
 @needs_data
 def test_consensus_cluster_split_keeps_held_out_structures_out_of_training():
-    from unicure_rt.drugs import library as drugs
+    from unicure_rt.drugs.fingerprints import tanimoto_matrix
     from unicure_rt.train import data as D
     from unicure_rt.train import evaluate as E
 
     genes = D.landmark_genes(DATA)["symbol"].tolist()
     conditions, _controls, _mapping = D.signature_conditions(DATA, genes)
-    train, test, info = E.cluster_split(conditions, drugs.tanimoto_matrix, seed=0)
-    again = E.cluster_split(conditions, drugs.tanimoto_matrix, seed=0)
+    train, test, info = E.cluster_split(conditions, tanimoto_matrix, seed=0)
+    again = E.cluster_split(conditions, tanimoto_matrix, seed=0)
     assert (train, test) == (again[0], again[1])  # fixed by the seed
     assert not set(train) & set(test) and 60 <= len(test) <= 120
     assert max(info.values()) < 0.4  # no training structure within the cluster threshold
@@ -168,7 +168,8 @@ def test_permuting_the_antineoplastic_flag_changes_no_score():
 
     from unicure_rt.bundle.load import load_bundle
     from unicure_rt.patients.load import load_patient
-    from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
+    from unicure_rt.scoring.options import ScoreOptions, resolve_library
+    from unicure_rt.scoring.pipeline import score_patient
 
     bundle = load_bundle()
     library = resolve_library(bundle, None)
@@ -194,7 +195,8 @@ def test_permuting_the_antineoplastic_flag_changes_no_score():
 @pytest.mark.slow
 def test_tiny_training_run_gives_a_loadable_bundle(tmp_path):
     from unicure_rt.bundle.load import load_bundle
-    from unicure_rt.drugs.library import encode_smiles, load_library
+    from unicure_rt.drugs.encoder import encode_smiles
+    from unicure_rt.drugs.library import load_library
     from unicure_rt.train.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(

@@ -19,7 +19,8 @@ from unicure_rt.bundle.load import load_bundle, write_manifest
 from unicure_rt.cli.app import app
 from unicure_rt.engines import triton_client
 from unicure_rt.patients.load import load_patient
-from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
+from unicure_rt.scoring.options import ScoreOptions, resolve_library
+from unicure_rt.scoring.pipeline import score_patient
 
 model_config_pb2 = pytest.importorskip(
     "tritonclient.grpc.model_config_pb2",

@@ -27,11 +27,12 @@ from unicure_rt.analysis.validation.sensitivity import gdsc_panel, run_sensitivi
 from unicure_rt.analysis.validation.signatures import run_signatures
 from unicure_rt.bundle.load import load_bundle
 from unicure_rt.cli.app import app
-from unicure_rt.drugs.library import inchikeys
+from unicure_rt.drugs.fingerprints import inchikeys
 from unicure_rt.errors import UserError
 from unicure_rt.patients.load import PatientProfiles, load_patient
 from unicure_rt.runtime.sessions import RuntimeOptions
-from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library, score_patient
+from unicure_rt.scoring.options import ScoreOptions, resolve_library
+from unicure_rt.scoring.pipeline import score_patient
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tcga_brca.h5ad"
 DOSES = (10.0,)

@@ -1,5 +1,9 @@
 """Output folders and files that appear whole or not at all, and never replace a user's files.
 
+Longer than 400 lines because its rules (never replace a user's file, appear whole or not at
+all, owner-only permissions) are one protocol of staging, locking and renaming; split, each
+half would need the other's private steps.
+
 Rules every command that writes follows (through `staged_output_dir` / `staged_output_file`):
 
 - outputs are written into a hidden partial beside `--out` and renamed into place at the end,
@@ -35,9 +39,11 @@ from pathlib import Path
 from unicure_rt import __version__
 from unicure_rt.cache import cache_root
 from unicure_rt.errors import UserError
+from unicure_rt.provenance import sha256_file
 
 MARKER = ".unicure-rt-output.json"
 PARQUET_MARKER_KEY = b"unicure_rt.output"
+LIBRARY_METADATA_KEY = "unicure_rt.library"  # the metadata key of a drug library file
 BUNDLE_MANIFEST = "manifest.json"
 RUN_RECORD = "run.json"
 SELF_MARKED = ("bundle", "score", "score-ray", "triton")  # manifest.json / run.json marks them
@@ -128,8 +134,6 @@ def _written_by_unicure(path: Path) -> bool:
         return False
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        from unicure_rt.drugs.library import LIBRARY_METADATA_KEY
-
         try:
             import pyarrow.parquet as pq
 
@@ -146,19 +150,13 @@ def _written_by_unicure(path: Path) -> bool:
                 return "uns" in handle and "unicure_rt" in handle["uns"]
         except Exception:  # noqa: BLE001 - any unreadable file is simply not ours
             return False
-    return suffix == ".csv" and (written_csv_dir() / _sha256(path)).is_file()
+    return suffix == ".csv" and (written_csv_dir() / sha256_file(path)).is_file()
 
 
 def written_csv_dir() -> Path:
     """Where unicure-rt records the sha256 of each CSV file it writes (CSV has no metadata to
     carry a marker): the `csv-outputs` folder of its cache (see `unicure_rt.cache`)."""
     return cache_root() / "csv-outputs"
-
-
-def _sha256(path: Path) -> str:
-    from unicure_rt.bundle.load import sha256_file
-
-    return sha256_file(path)
 
 
 def write_marked_csv(frame: object, path: Path | str, kind: str) -> None:
@@ -168,7 +166,7 @@ def write_marked_csv(frame: object, path: Path | str, kind: str) -> None:
     record = {"written_by": "unicure-rt", "kind": kind, "version": __version__}
     registry = written_csv_dir()
     registry.mkdir(parents=True, exist_ok=True)
-    (registry / _sha256(Path(path))).write_text(json.dumps(record) + "\n")
+    (registry / sha256_file(Path(path))).write_text(json.dumps(record) + "\n")
 
 
 def refuse_existing(out: Path | str, force: bool, inputs: Iterable[Path | str | None] = ()) -> None:

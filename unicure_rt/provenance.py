@@ -9,6 +9,7 @@ its `"name"`; `--record-paths` keeps the full (absolute) paths for sites that wa
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -30,3 +31,12 @@ def recorded(record: Any, *, record_paths: bool) -> Any:
         else:
             out[key] = recorded(value, record_paths=record_paths)
     return out
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file in hex, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -27,8 +27,8 @@ from unicure_rt.analysis.survival import (
     require_lifelines,
     survival_analysis,
 )
-from unicure_rt.bundle.load import sha256_file
 from unicure_rt.errors import UserError
+from unicure_rt.provenance import sha256_file
 
 SURVIVAL_FILES = (
     "survival.csv",

@@ -1,5 +1,9 @@
 """Outcome of patient strata: clinical join, Kaplan-Meier, log-rank, Cox PH, association.
 
+Longer than 400 lines because the clinical join, the models and the figure of one analysis
+share the checks of the joined table; split, the checks would sit apart from the only code that
+relies on them.
+
 Reads a clinical table (CSV/TSV/Parquet) and the `clusters` of `stratify`; everything survival
 is computed with lifelines, an optional extra (`pip install '.[survival]'`), imported
 lazily so the clinic install stays light. The strata are chosen from drug ranks alone (k by

@@ -33,7 +33,7 @@ ENCODER_GRAPH = "drug_encoder.onnx"  # `drug_encoder.graph` when the manifest na
 def _signature(path: Path) -> tuple[list[Any], list[Any]]:
     # imported here, not with the module: every command imports `unicure_rt.bundle.load` at start-up
     # (`--help` included), and only the ones that load a bundle need ONNX Runtime
-    from unicure_rt.runtime.sessions import ort
+    from unicure_rt.onnx_runtime import ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

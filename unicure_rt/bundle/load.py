@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from unicure_rt.bundle.contract import ENCODER_GRAPH, RDKIT_KIND, contract_problems
 from unicure_rt.bundle.schema import GENE_PREFIX, manifest_problems
 from unicure_rt.errors import UPDATE_HINT, UserError
+from unicure_rt.provenance import sha256_file
 
 if TYPE_CHECKING:
     from unicure_rt.bundle.pin import BundlePin
@@ -56,14 +57,6 @@ def creation_time() -> str:
             "(e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)) or unset it."
         ) from None
     return when.isoformat(timespec="seconds")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _bundle_files(directory: Path) -> list[str]:

@@ -17,7 +17,7 @@ from unicure_rt.errors import UserError
 if TYPE_CHECKING:
     from unicure_rt.drugs.library import DrugLibrary
     from unicure_rt.scoring.combinations import PairOptions
-    from unicure_rt.scoring.pipeline import ScoreResult
+    from unicure_rt.scoring.results import ScoreResult
 
 _DOSES = ",".join(f"{d:g}" for d in DEFAULT_PAIR_DOSES_UM)
 

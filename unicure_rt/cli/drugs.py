@@ -13,7 +13,7 @@ from rich.table import Table
 from unicure_rt.cli.common import report_errors
 
 if TYPE_CHECKING:
-    from unicure_rt.drugs import library as drugs
+    from unicure_rt.drugs.library import LibrarySummary
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain help, as the main app (cli/app.py)
@@ -71,8 +71,8 @@ DtypeOption = Annotated[
 ]
 
 
-def _report(summary: drugs.LibrarySummary, title: str) -> None:
-    from unicure_rt.drugs.library import MAX_ATOMS
+def _report(summary: LibrarySummary, title: str) -> None:
+    from unicure_rt.drugs.fingerprints import MAX_ATOMS
 
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -127,9 +127,9 @@ def build(
 ) -> None:
     """Embed the SMILES of a table with a bundle's drug encoder and write a drug library."""
     from unicure_rt.bundle.load import load_bundle
-    from unicure_rt.drugs import library as drugs
+    from unicure_rt.drugs.build import build_library
 
-    summary = drugs.build_library(
+    summary = build_library(
         smiles_table,
         load_bundle(bundle),
         out,
@@ -179,9 +179,9 @@ def import_(
     dtype: DtypeOption = StorageDtype.float32,
 ) -> None:
     """Write a drug library from precomputed embeddings (e.g. the published Uni-Mol table)."""
-    from unicure_rt.drugs import library as drugs
+    from unicure_rt.drugs.build import import_library
 
-    summary = drugs.import_library(
+    summary = import_library(
         table,
         encoder_id=encoder_id,
         out=out,

@@ -16,8 +16,9 @@ from unicure_rt.cli.common import console, report_errors
 def bundle_summary(path: Path | None) -> dict:
     """The manifest of a verified bundle, with this machine's providers and the shipped normal
     references (`--normal tissue:NAME` / `auto`: source, release, license) added."""
+    from unicure_rt.onnx_runtime import ort
     from unicure_rt.patients.normals import reference_summary
-    from unicure_rt.runtime.sessions import ort, runnable_providers
+    from unicure_rt.runtime.sessions import runnable_providers
 
     bundle = load_bundle(path)
     return {

@@ -107,11 +107,11 @@ def predict(
     pairs, A+B) and doses."""
     import numpy as np
 
-    from unicure_rt.drugs.library import encode_smiles
+    from unicure_rt.drugs.encoder import encode_smiles
     from unicure_rt.patients.load import load_profiles
     from unicure_rt.runtime.sessions import RuntimeOptions
     from unicure_rt.scoring.combinations import EXTRAPOLATION_NOTE
-    from unicure_rt.scoring.pipeline import resolve_library, scoring_choice
+    from unicure_rt.scoring.options import resolve_library, scoring_choice
     from unicure_rt.scoring.predict import NO_DRUG, DrugPair, largest_changes, predict_expression
 
     if not drug and not smiles:

@@ -1,4 +1,9 @@
-"""`unicure-rt score`: rank drugs for a patient file (the logic lives in `unicure_rt.scoring`)."""
+"""`unicure-rt score`: rank drugs for a patient file (the logic lives in `unicure_rt.scoring`).
+
+Longer than 400 lines because it declares the command's options (local and Ray engines) and
+prints its two result views (table and --json); the work is done by `unicure_rt.scoring` (local)
+and `unicure_rt.engines.ray_engine` (Ray): this module only turns options into their calls.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +65,7 @@ from unicure_rt.outputs import refuse_existing
 
 if TYPE_CHECKING:
     from unicure_rt.patients.load import LoadOptions
-    from unicure_rt.scoring.pipeline import ScoreResult
+    from unicure_rt.scoring.results import ScoreResult
 
 InputsArg = Annotated[
     list[Path],
@@ -161,13 +166,9 @@ def score(
     from unicure_rt.patients.normals import normal_file
     from unicure_rt.runtime.sessions import RuntimeOptions
     from unicure_rt.scoring.combinations import top_pairs_json
-    from unicure_rt.scoring.pipeline import (
-        ScoreOptions,
-        resolve_library,
-        score_patient,
-        scoring_choice,
-        write_score_outputs,
-    )
+    from unicure_rt.scoring.options import ScoreOptions, resolve_library, scoring_choice
+    from unicure_rt.scoring.pipeline import score_patient
+    from unicure_rt.scoring.run_folder import write_score_outputs
 
     started = time.perf_counter()
     if engine not in ENGINES:
@@ -319,7 +320,7 @@ def _score_on_ray(
         )
     from unicure_rt.engines.ray_engine import score_cohort
     from unicure_rt.runtime.sessions import RuntimeOptions
-    from unicure_rt.scoring.pipeline import ScoreOptions, scoring_choice
+    from unicure_rt.scoring.options import ScoreOptions, scoring_choice
 
     effect, rank_by = scoring_choice(load_bundle(bundle, pin), effect, rank_by)
     options = ScoreOptions(
@@ -434,7 +435,7 @@ def print_ranking(result: ScoreResult, top: int, out: Path | None, *, report: bo
     import pandas as pd
 
     from unicure_rt.scoring.effects import compound_labels
-    from unicure_rt.scoring.pipeline import l01_mark, top_compounds
+    from unicure_rt.scoring.results import l01_mark, top_compounds
 
     run = result.run
     coverage = run["gene_coverage"]

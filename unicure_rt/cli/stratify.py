@@ -12,11 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 import unicure_rt
-from unicure_rt.bundle.load import sha256_file
 from unicure_rt.cli.common import console, error_console, report_errors, stage_progress
 from unicure_rt.cli.options import ForceOpt
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import refuse_existing, staged_output_dir
+from unicure_rt.provenance import sha256_file
 
 if TYPE_CHECKING:
     from unicure_rt.analysis.outcome import Outcome
@@ -108,7 +108,7 @@ def stratify_command(
     )
     from unicure_rt.analysis.stratify import plot_strata, read_ranking, strata_warnings, stratify
     from unicure_rt.analysis.stratify_report import write_stratify_report
-    from unicure_rt.scoring.pipeline import versions
+    from unicure_rt.scoring.run_folder import versions
 
     given = dict(zip(CLINICAL_ONLY, (id_column, time, event, adjust, associate), strict=True))
     if clinical is None and any(value is not None for value in given.values()):

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle, sha256_file
+from unicure_rt.bundle.load import DEFAULT_BUNDLE, load_bundle
 from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.cli.common import bundle_line, console, parse_doses, report_errors, stage_progress
 from unicure_rt.cli.options import (
@@ -39,7 +39,7 @@ from unicure_rt.cli.options import (
 )
 from unicure_rt.defaults import EFFECTS, REFERENCE_DOSES_UM, SUITES
 from unicure_rt.outputs import refuse_existing
-from unicure_rt.provenance import recorded
+from unicure_rt.provenance import recorded, sha256_file
 
 if TYPE_CHECKING:
     from unicure_rt.analysis.validation.run import ValidateOptions
@@ -148,7 +148,8 @@ def validate(
     from unicure_rt.patients.load import load_patient
     from unicure_rt.patients.normals import normal_file
     from unicure_rt.runtime.sessions import RuntimeOptions
-    from unicure_rt.scoring.pipeline import resolve_library, run_identity, scoring_choice
+    from unicure_rt.scoring.options import resolve_library, scoring_choice
+    from unicure_rt.scoring.run_folder import run_identity
 
     started = time.perf_counter()
     protect = [data_dir, patients, normal_file(normal), drugs, bundle or DEFAULT_BUNDLE]
@@ -213,7 +214,7 @@ def validate(
 def _score_like(options: ValidateOptions):
     """The ScoreOptions that `run_identity` records (seed, draws, doses, first effect; no
     per-drug null: validate's p-values are its own)."""
-    from unicure_rt.scoring.pipeline import ScoreOptions
+    from unicure_rt.scoring.options import ScoreOptions
 
     return ScoreOptions(
         doses=options.doses,

@@ -1,5 +1,9 @@
 """Cohort scoring, engine-neutral: many patient files, scored in blocks of profiles.
 
+Longer than 400 lines because every piece an engine needs (inputs, blocks, the block scorer,
+parts and the run record) is kept engine-neutral in one place, so that an engine module only
+schedules.
+
 The unit of work is a **block**: up to `block_size` consecutive tumour profiles of one input
 file, with their matched normal references (a `PatientProfiles` restricted to those rows). A
 file is read once with `unicure_rt.patients.load.load_patient` and the same options for every
@@ -44,30 +48,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from unicure_rt.bundle.load import Bundle, load_bundle, sha256_file
+from unicure_rt.bundle.load import Bundle, load_bundle
 from unicure_rt.bundle.pin import BundlePin
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import PARTIAL, owner_lock
-from unicure_rt.patients.load import (
-    TABLE_SUFFIXES,
-    LoadOptions,
-    PatientProfiles,
-    check_coverage,
-    gene_coverage,
-    load_patient,
-)
+from unicure_rt.patients.coverage import check_coverage, gene_coverage
+from unicure_rt.patients.load import LoadOptions, PatientProfiles, load_patient
 from unicure_rt.patients.normals import normal_file
-from unicure_rt.provenance import recorded
+from unicure_rt.patients.read import TABLE_SUFFIXES
+from unicure_rt.provenance import recorded, sha256_file
 from unicure_rt.runtime.embed import embed_profiles
 from unicure_rt.runtime.sessions import create_session
-from unicure_rt.scoring.pipeline import (
-    RECORDED_PACKAGES,
-    ScoreOptions,
-    ScoreResult,
-    resolve_library,
-    run_identity,
-    score_patient,
-)
+from unicure_rt.scoring.options import ScoreOptions, resolve_library
+from unicure_rt.scoring.pipeline import score_patient
+from unicure_rt.scoring.results import ScoreResult
+from unicure_rt.scoring.run_folder import RECORDED_PACKAGES, run_identity
 
 INPUT_SUFFIXES = (".h5ad", *TABLE_SUFFIXES)
 EMBED_BATCH: int = inspect.signature(embed_profiles).parameters["batch_size"].default

@@ -55,7 +55,7 @@ from unicure_rt.outputs import clean_stale_partials, refuse_existing, staged_out
 from unicure_rt.patients.load import LoadOptions
 from unicure_rt.patients.normals import normal_file
 from unicure_rt.runtime.sessions import RuntimeOptions
-from unicure_rt.scoring.pipeline import ScoreOptions, resolve_library
+from unicure_rt.scoring.options import ScoreOptions, resolve_library
 
 MISSING_RAY = (
     "--engine ray needs Ray, an optional dependency that is not installed here: install it "

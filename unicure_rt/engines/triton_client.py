@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs.library import REFERENCE_DOSES_UM, control_vectors, drug_vectors, load_library
+from unicure_rt.defaults import EFFECTS, REFERENCE_DOSES_UM
+from unicure_rt.drugs.library import load_library
+from unicure_rt.drugs.vectors import control_vectors, drug_vectors
 from unicure_rt.patients.load import load_patient
 from unicure_rt.runtime.embed import mean_embedding, vocabulary_profiles
 from unicure_rt.runtime.tokenizer import Tokenizer
 from unicure_rt.scoring.effects import (
-    EFFECTS,
     ascending_ranks,
     dose_mean,
     effect_baseline,

@@ -18,12 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnxruntime as ort
-
 from unicure_rt.cache import cache_root
 from unicure_rt.errors import UserError
-
-ort.disable_telemetry_events()  # with ORT_DISABLE_TELEMETRY (set in unicure_rt/__init__.py)
+from unicure_rt.onnx_runtime import ort
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 PROVIDER = {

@@ -1,5 +1,8 @@
 """Drug pairs for a patient: the best single drugs of a profile paired and scored (issue 17).
 
+Longer than 400 lines because the arms, the pair scorer and the pair tables share `PairOptions`
+and one row layout; the scorer alone is 150 lines.
+
 For one profile, the top `PairOptions.top` drugs of its single-drug ranking (and the user's
 `partners`) are paired with each other. Each pair is predicted on a dose grid (every arm at
 every dose of `PairOptions.doses`) in both orders, A then B and B then A, with the drug input of
@@ -35,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.defaults import DEFAULT_PAIR_DOSES_UM, DEFAULT_PAIR_TOP
-from unicure_rt.drugs.library import DrugLibrary, combination_vectors, drug_vectors
+from unicure_rt.drugs.library import DrugLibrary
+from unicure_rt.drugs.vectors import combination_vectors, drug_vectors
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import write_marked_parquet
 from unicure_rt.scoring.effects import (
@@ -46,15 +50,15 @@ from unicure_rt.scoring.effects import (
     effect_min_rms,
     unit_centred,
 )
-from unicure_rt.scoring.pipeline import (
-    FlexPertRunner,
+from unicure_rt.scoring.null import (
     NullSummary,
-    ScoreOptions,
     null_summary,
     permuted_signatures,
-    ranked_top,
     within_profile_fdr,
 )
+from unicure_rt.scoring.options import ScoreOptions
+from unicure_rt.scoring.results import ranked_top
+from unicure_rt.scoring.runner import FlexPertRunner
 
 DEFAULT_PAIR_BATCH = 2048  # FlexPert rows per call
 EXTRAPOLATION_NOTE = (

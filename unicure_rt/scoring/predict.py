@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.bundle.load import Bundle
-from unicure_rt.drugs.library import combination_vectors, control_vectors, drug_vectors
+from unicure_rt.drugs.vectors import combination_vectors, control_vectors, drug_vectors
 from unicure_rt.patients.load import PatientProfiles
 from unicure_rt.progress import Progress, no_progress
 from unicure_rt.runtime.embed import embed_profiles, mean_embedding

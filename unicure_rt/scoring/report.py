@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unicure_rt.drugs.library import STRUCTURE_GROUPS_NOTE
+from unicure_rt.drugs.fingerprints import STRUCTURE_GROUPS_NOTE
 from unicure_rt.scoring.effects import compound_labels
-from unicure_rt.scoring.pipeline import ScoreResult, dose_label, l01_mark, top_compounds
+from unicure_rt.scoring.results import ScoreResult, dose_label, l01_mark, top_compounds
 
 MAX_PROFILE_PANELS = 12  # per-profile figures show the first 12 profiles; the heatmap shows all
 RANKED_QUANTITY = {"score": "reversal score", "z": "z of the score against its null"}

@@ -32,8 +32,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from unicure_rt.bundle.load import DEMO_TRAINER, Bundle, sha256_file, write_manifest
-from unicure_rt.drugs import library as drugs
+from unicure_rt.bundle.contract import ENCODER_INPUT, ENCODER_OUTPUT
+from unicure_rt.bundle.load import DEMO_TRAINER, Bundle, write_manifest
+from unicure_rt.drugs.build import build_library
+from unicure_rt.drugs.encoder import rdkit_encoder_spec
+from unicure_rt.drugs.fingerprints import morgan_count_fingerprints, tanimoto_matrix
+from unicure_rt.drugs.library import LibrarySummary
+from unicure_rt.provenance import sha256_file
 from unicure_rt.runtime.tokenizer import Tokenizer
 from unicure_rt.train import data as D
 from unicure_rt.train import evaluate as E
@@ -488,12 +493,12 @@ def predict_effects(
 
 def evaluate_consensus(model: UniCure, inputs: Stage2Inputs, cfg: DemoConfig, log=print) -> dict:
     """Consensus compounds held out by Tanimoto cluster; stage 2 retrained without them."""
-    train, test, info = E.cluster_split(inputs.conditions, drugs.tanimoto_matrix, cfg.seed)
+    train, test, info = E.cluster_split(inputs.conditions, tanimoto_matrix, cfg.seed)
     flexpert, projection, record = train_stage2(
         model, inputs, train, cfg, log, tag=" [unseen_consensus_cluster]"
     )
     effects = predict_effects(flexpert, projection, inputs, test, model.config)
-    entry = E.signature_evaluation(inputs.conditions, train, test, effects, drugs.tanimoto_matrix)
+    entry = E.signature_evaluation(inputs.conditions, train, test, effects, tanimoto_matrix)
     entry.update(
         n_train_groups=len(train),
         held_out_compounds={inputs.conditions[i].drug: inputs.conditions[i].name for i in test},
@@ -517,13 +522,13 @@ def run_evaluation(model: UniCure, inputs: Stage2Inputs, cfg: DemoConfig, log=pr
     splits = {}
     train, test = E.dose_split(conditions, cfg.seed)
     splits["unseen_drug_dose"] = (train, test, {})
-    train, test, info = E.drug_split(conditions, drugs.tanimoto_matrix, cfg.n_held_drugs)
+    train, test, info = E.drug_split(conditions, tanimoto_matrix, cfg.n_held_drugs)
     splits["unseen_drug"] = (train, test, info)
     for name, (train, test, info) in splits.items():
         flexpert, projection, record = train_stage2(
             model, inputs, train, cfg, log, tag=f" [{name}]"
         )
-        preds = E.baselines(conditions, train, test, inputs.ctrl_means, drugs.tanimoto_matrix)
+        preds = E.baselines(conditions, train, test, inputs.ctrl_means, tanimoto_matrix)
         if name == "unseen_drug":  # the held-out drug has no training dose
             preds.pop("same_drug_nearest_dose")
         model_preds = predict_conditions(flexpert, projection, inputs, test, model.config)
@@ -560,9 +565,9 @@ def run_evaluation(model: UniCure, inputs: Stage2Inputs, cfg: DemoConfig, log=pr
 def export_drug_encoder(projection: DrugProjection, out_dir: Path) -> Path:
     graph = GraphConfig(
         name="drug_encoder",
-        inputs=(TensorSpec(drugs.ENCODER_INPUT, "float32", ("batch", 2048)),),
+        inputs=(TensorSpec(ENCODER_INPUT, "float32", ("batch", 2048)),),
         outputs=(
-            TensorSpec(drugs.ENCODER_OUTPUT, "float32", ("batch", projection.net[-1].out_features)),
+            TensorSpec(ENCODER_OUTPUT, "float32", ("batch", projection.net[-1].out_features)),
         ),
     )
     example = torch.rand(2, 2048)
@@ -571,7 +576,7 @@ def export_drug_encoder(projection: DrugProjection, out_dir: Path) -> Path:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     probe = np.random.default_rng(0).random((5, 2048)).astype(np.float32)
-    (got,) = session.run([drugs.ENCODER_OUTPUT], {drugs.ENCODER_INPUT: probe})
+    (got,) = session.run([ENCODER_OUTPUT], {ENCODER_INPUT: probe})
     with torch.no_grad():
         want = projection(torch.from_numpy(probe)).numpy()
     err = float(np.abs(got - want).max())
@@ -582,7 +587,7 @@ def export_drug_encoder(projection: DrugProjection, out_dir: Path) -> Path:
 
 def build_default_library(
     data: Path, encoder_graph: Path, spec: dict, out: Path, cfg: DemoConfig
-) -> drugs.LibrarySummary:
+) -> LibrarySummary:
     """The LINCS compounds, embedded with the trained encoder, with the ATC L01 flag."""
     compounds = D.lincs_compounds(data)
     if cfg.library_named_only:
@@ -596,7 +601,7 @@ def build_default_library(
     )
     manifest = {"drug_encoder": spec, "files": {encoder_graph.name: sha256_file(encoder_graph)}}
     bundle = Bundle(path=encoder_graph.parent, manifest=manifest)
-    return drugs.build_library(
+    return build_library(
         compounds[
             [
                 "pert_id",
@@ -628,7 +633,7 @@ def prepare_stage2(model, tokenizer, treated: D.TreatedData, cfg: DemoConfig) ->
         cells[key] = cell_embeddings(model, tokenizer, profiles, cfg.embed_draws, cfg.seed + 4242)
         ctrl_means[key] = profiles.values.mean(0)
     smiles = sorted({c.smiles for c in conditions})
-    fps, valid = drugs.morgan_count_fingerprints(smiles)
+    fps, valid = morgan_count_fingerprints(smiles)
     if not valid.all():
         bad = [s for s, v in zip(smiles, valid, strict=True) if not v]
         raise ValueError(f"unparseable training SMILES: {bad[:3]}")
@@ -738,7 +743,7 @@ def run_demo(
             enc_dir = scratch / "encoder"
             enc_dir.mkdir()
             graph = export_drug_encoder(projection, enc_dir)
-            spec = drugs.rdkit_encoder_spec(graph, dim=config.drug_dim)
+            spec = rdkit_encoder_spec(graph, dim=config.drug_dim)
             library = build_default_library(data, graph, spec, scratch / LIBRARY_FILE, cfg)
             record["library"] = {
                 "n_drugs": library.n_drugs,

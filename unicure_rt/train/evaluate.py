@@ -346,18 +346,15 @@ def tcga_ranking_evaluation(
     import pandas as pd
 
     from unicure_rt.bundle.load import load_bundle
-    from unicure_rt.drugs.library import (
-        REFERENCE_DOSES_UM,
-        control_vectors,
-        drug_vectors,
-        inchikeys,
-    )
+    from unicure_rt.defaults import REFERENCE_DOSES_UM
+    from unicure_rt.drugs.fingerprints import inchikeys
+    from unicure_rt.drugs.vectors import control_vectors, drug_vectors
     from unicure_rt.patients.load import load_patient
     from unicure_rt.runtime.embed import embed_profiles, mean_embedding
     from unicure_rt.runtime.sessions import RuntimeOptions, create_session
     from unicure_rt.runtime.tokenizer import Tokenizer
     from unicure_rt.scoring.effects import reversal_scores
-    from unicure_rt.scoring.pipeline import resolve_library
+    from unicure_rt.scoring.options import resolve_library
 
     data = Path(data)
     bundle = load_bundle(bundle_dir)

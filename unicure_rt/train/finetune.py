@@ -1,5 +1,8 @@
 """Fine-tuning on paired data from patient-derived models (section 5 of the reference).
 
+Longer than 400 lines because reading paired data, training, evaluating, folding the adaptor
+into the graph and the model card are the steps of one command, each used only by it.
+
 What the paper trains at this step is the adaptor (Linear -> ReLU -> Dropout -> Linear) on the
 frozen model's output. Here the frozen model is a bundle: its ONNX graphs embed the baseline
 profiles and predict every treated condition once; only the adaptor is trained, in PyTorch,
@@ -26,16 +29,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from unicure_rt.bundle.load import MANIFEST, Bundle, creation_time, sha256_file, write_manifest
-from unicure_rt.drugs.library import drug_vectors, encode_smiles
+from unicure_rt.bundle.load import MANIFEST, Bundle, creation_time, write_manifest
+from unicure_rt.drugs.encoder import encode_smiles
+from unicure_rt.drugs.vectors import drug_vectors
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import staged_output_dir
 from unicure_rt.patients.genes import resolve_gene_ids
 from unicure_rt.progress import Progress, no_progress
+from unicure_rt.provenance import sha256_file
 from unicure_rt.runtime.embed import embed_profiles
 from unicure_rt.runtime.sessions import RuntimeOptions, create_session
 from unicure_rt.runtime.tokenizer import Tokenizer
-from unicure_rt.scoring.pipeline import resolve_library
+from unicure_rt.scoring.options import resolve_library
 from unicure_rt.train.evaluate import condition_metrics
 from unicure_rt.train.losses import stage2_loss
 

@@ -35,7 +35,8 @@ from unicure_rt.analysis.validation.model import EffectModel, unit_scores
 from unicure_rt.analysis.validation.sensitivity import gdsc_panel
 from unicure_rt.analysis.validation.stats import evaluate, rng_for
 from unicure_rt.analysis.validation.units import shuffled_rows
-from unicure_rt.drugs.library import DrugLibrary, inchikeys
+from unicure_rt.drugs.fingerprints import inchikeys
+from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.patients.load import PatientProfiles
 
 SUITE = "classes"

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from unicure_rt.analysis.validation.names import cell_line_key, has_atc_prefix, normal_tissue
-from unicure_rt.bundle.load import sha256_file
-from unicure_rt.drugs.library import inchikeys
+from unicure_rt.drugs.fingerprints import inchikeys
 from unicure_rt.errors import UserError
+from unicure_rt.provenance import sha256_file
 
 FILES = {
     "gdsc": "sensitivity/gdsc2_fitted_dose_response.parquet",

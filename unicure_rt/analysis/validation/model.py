@@ -17,14 +17,12 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from unicure_rt.bundle.contract import RDKIT_KIND
 from unicure_rt.bundle.load import Bundle
-from unicure_rt.drugs.library import (
-    RDKIT_KIND,
-    DrugLibrary,
-    control_vectors,
-    drug_vectors,
-    encode_smiles,
-)
+from unicure_rt.defaults import DEFAULT_PERMUTATIONS
+from unicure_rt.drugs.encoder import encode_smiles
+from unicure_rt.drugs.library import DrugLibrary
+from unicure_rt.drugs.vectors import control_vectors, drug_vectors
 from unicure_rt.runtime.embed import embed_profiles, mean_embedding
 from unicure_rt.runtime.sessions import RuntimeOptions, create_session
 from unicure_rt.runtime.tokenizer import Tokenizer
@@ -35,7 +33,7 @@ from unicure_rt.scoring.effects import (
     effect_min_rms,
     unit_centred,
 )
-from unicure_rt.scoring.pipeline import DEFAULT_PERMUTATIONS, null_summary, permuted_signatures
+from unicure_rt.scoring.null import null_summary, permuted_signatures
 
 DRUG_BATCH = 4096  # as `score`: the same batches give the same ONNX outputs
 

@@ -20,12 +20,10 @@ from unicure_rt.analysis.validation.names import NORMAL_ATLASES
 from unicure_rt.analysis.validation.sensitivity import run_sensitivity
 from unicure_rt.analysis.validation.signatures import run_signatures
 from unicure_rt.analysis.validation.stats import N_BOOTSTRAP, N_PERMUTATIONS
-from unicure_rt.defaults import SUITES
-from unicure_rt.drugs.library import REFERENCE_DOSES_UM, DrugLibrary
+from unicure_rt.defaults import DEFAULT_PERMUTATIONS, EFFECTS, RANK_BY, REFERENCE_DOSES_UM, SUITES
+from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.errors import UserError
 from unicure_rt.patients.load import PatientProfiles
-from unicure_rt.scoring.effects import EFFECTS
-from unicure_rt.scoring.pipeline import DEFAULT_PERMUTATIONS, RANK_BY
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from unicure_rt.analysis.validation.model import EffectModel, unit_scores
 from unicure_rt.analysis.validation.names import drug_key
 from unicure_rt.analysis.validation.stats import evaluate, rng_for
 from unicure_rt.analysis.validation.units import shuffled_rows, signature_genes
-from unicure_rt.drugs.library import DrugLibrary, inchikeys
+from unicure_rt.drugs.fingerprints import inchikeys
+from unicure_rt.drugs.library import DrugLibrary
 
 SUITE = "sensitivity"
 SCATTER_LINES = 4

@@ -31,7 +31,8 @@ from unicure_rt.analysis.validation.data import (
 from unicure_rt.analysis.validation.model import EffectModel, mean_effects
 from unicure_rt.analysis.validation.stats import N_PERMUTATIONS, rng_for, summary
 from unicure_rt.analysis.validation.units import shuffled_rows
-from unicure_rt.drugs.library import DrugLibrary, inchikeys
+from unicure_rt.drugs.fingerprints import inchikeys
+from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.scoring.effects import unit_centred
 
 SUITE = "signatures"

@@ -14,7 +14,8 @@ import torch
 
 import unicure_rt
 from unicure_rt.bundle.load import creation_time, write_manifest
-from unicure_rt.drugs.library import REFERENCE_DOSES_UM, drug_vectors
+from unicure_rt.defaults import REFERENCE_DOSES_UM
+from unicure_rt.drugs.vectors import drug_vectors
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import staged_output_dir
 from unicure_rt.runtime.tokenizer import Tokenizer

@@ -1,5 +1,8 @@
 """Checkpoints in the published UniCure layout -> a native `UniCure` model and its vocabulary.
 
+Longer than 400 lines because the published checkpoint's layout, its vocabulary files and the
+mapping of its keys to the native model are one specification, used only here.
+
 The published checkpoint (section 6 of the reference) is a PyTorch `state_dict` whose token
 table has 145,469 rows addressed by UCE's token ids; sentences are built from UCE's
 `species_chrom.csv` and the ESM2 protein-embedding gene list (section 2). Conversion:

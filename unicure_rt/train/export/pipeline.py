@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unicure_rt.bundle.load import sha256_file
 from unicure_rt.errors import UserError
+from unicure_rt.provenance import sha256_file
 from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle, tokenizer_spec
 from unicure_rt.train.export.validate import ParityResult
 from unicure_rt.train.models.unicure import CONFIG, GENES, WEIGHTS, UniCure, load_native

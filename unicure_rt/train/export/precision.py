@@ -1,5 +1,8 @@
 """Reduced-precision bundles: fp16 and int8 variants of the fp32 graphs, with measured fidelity.
 
+Longer than 400 lines because making a variant and measuring its fidelity against the fp32
+graphs go together: a variant is kept only when its measurement passes.
+
 The fp32 graphs are always exported and parity-checked first. A variant is then made from those
 fp32 ONNX files and replaces them in the bundle (a bundle holds one precision; its manifest's
 `precision` says which):
@@ -37,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unicure_rt.drugs.library import REFERENCE_DOSES_UM, drug_vectors
+from unicure_rt.defaults import REFERENCE_DOSES_UM
+from unicure_rt.drugs.vectors import drug_vectors
 from unicure_rt.errors import UserError
 from unicure_rt.runtime.tokenizer import Tokenizer
 from unicure_rt.scoring.effects import ascending_ranks, reversal_scores
