@@ -36,7 +36,7 @@ from report import write_section
 
 PROBE_STEPS = {
     "import_cli_s": "import `unicure_rt.cli.app`",
-    "import_score_s": "import of what `score` runs (`unicure_rt.scoring.pipeline`, `inputs`, ...)",
+    "import_score_s": "import of what `score` runs (`unicure_rt.scoring`, `patients`, ...)",
     "load_bundle_s": "`load_bundle` (sha256 of every file)",
     "load_library_s": "drug library",
     "create_sessions_s": "two ONNX Runtime sessions",
