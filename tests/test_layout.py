@@ -69,10 +69,9 @@ def imported(module: str) -> set[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:
-                base = ".".join(
-                    [*package.split(".")[: len(package.split(".")) - node.level + 1], base]
-                )
+            if node.level:  # relative: from the package, `level - 1` folders up
+                above = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*above, *([base] if base else [])])
             names = [
                 f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
                 for alias in node.names
@@ -81,6 +80,13 @@ def imported(module: str) -> set[str]:
             continue
         found.update(name for name in names if name.split(".")[0] == "unicure_rt")
     return found
+
+
+def test_the_walk_sees_imports_inside_functions():
+    """`cli.score` imports the pipeline only inside its command function; the walk sees it."""
+    assert "unicure_rt.scoring.pipeline" in imported("unicure_rt.cli.score")
+    assert part("unicure_rt.scoring.pipeline") == "scoring"
+    assert part("unicure_rt.errors") == "shared"
 
 
 def test_the_table_names_every_part():
