@@ -3,6 +3,9 @@
 Everything here returns log2 expression on the 978 L1000 landmark genes, in the order of
 `genes/landmark_genes.tsv` (the published UniCure output order). The z-score files
 (`cmap_modz_n272x978.parquet`, `consensi_drugbank.parquet`) are never used as expression.
+
+Longer than 400 lines because each shared data set has its own reader, and all of them must agree
+on the gene order, the units and the structure mapping written here once.
 """
 
 from __future__ import annotations

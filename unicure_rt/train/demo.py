@@ -13,6 +13,9 @@ Stages (see MODEL_CARD.md in the bundle for the numbers of a run):
 
 The held-out evaluation trains stage 2 again on two splits; the bundled FlexPert is trained on
 every treated group.
+
+Longer than 400 lines because the stages, their held-out retraining and the export into a bundle
+share one configuration and one run record, which the model card is rendered from.
 """
 
 from __future__ import annotations

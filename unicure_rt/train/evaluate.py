@@ -4,6 +4,9 @@ Metrics (section 8 of the reference), per held-out condition and then averaged o
 Pearson, Spearman and R² of the predicted vs the observed treated profile (978 genes), and the
 delta Pearson, Pearson(pred - ctrl, real - ctrl), on all genes and on the top 10% of genes
 ranked by |real - ctrl|.
+
+Longer than 400 lines because the splits, the metrics and the baselines are evaluated together:
+a baseline must see exactly the split and the metric the model sees.
 """
 
 from __future__ import annotations
