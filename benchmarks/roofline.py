@@ -2,8 +2,9 @@
 
 - FLOPs: every MatMul/Gemm of `flexpert.onnx` with the shapes it runs at (its inputs and output
   exposed as graph outputs and read back from one ONNX Runtime run), 2 FLOPs per multiply-add.
-- Peak: the best of a large float32 GEMM in numpy (OpenBLAS) and in ONNX Runtime (one MatMul
-  node, MLAS) at the shape of the graph's largest layer for a 4,096-drug batch, and a square one.
+- Peak: the best of a large float32 GEMM in numpy (OpenBLAS), PyTorch (where installed: its
+  oneDNN/MKL CPU kernels) and ONNX Runtime (one MatMul node, MLAS) at the shape of the graph's
+  largest layer for a 4,096-drug batch, and a square one, all in the same run.
 - Achieved: W1's 29,952 predictions through `session.run` alone (inputs prepared beforehand),
   and through the whole scoring path (from W1).
 - Where time goes: ONNX Runtime's profiler, time per operator type.
@@ -98,6 +99,16 @@ def _ort_matmul(m: int, k: int, n: int, threads: int = 0):
     return lambda: session.run(["y"], {"x": x})
 
 
+def _torch_matmul(a: np.ndarray, b: np.ndarray):
+    """PyTorch's CPU GEMM on the same operands, or None where torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    return lambda: torch.matmul(ta, tb)
+
+
 def gemm_peak(repeats: int) -> dict:
     shapes = {"largest_layer_4096": (4096, 2528, 5056), "square_4096": (4096, 4096, 4096)}
     rng = np.random.default_rng(0)
@@ -107,6 +118,9 @@ def gemm_peak(repeats: int) -> dict:
         b = rng.normal(size=(k, n)).astype(np.float32)
         flops = 2.0 * m * k * n
         fns = {"numpy": lambda a=a, b=b: a @ b, "onnxruntime": _ort_matmul(m, k, n)}
+        torch_matmul = _torch_matmul(a, b)
+        if torch_matmul is not None:
+            fns["pytorch"] = torch_matmul
         for fn in fns.values():  # warm-up
             fn()
         times = alternate(fns, repeats)
@@ -282,11 +296,11 @@ def run(args, work: Path, w1_result: dict | None = None) -> dict:
     frac = result["fraction_of_peak"]
     result["targets"] = [
         target(
-            "Roofline: fp32 graph at >= 75% of measured fp32 GEMM peak",
+            "Roofline: fp32 graph at >= 85% of the best fp32 GEMM (numpy, PyTorch, ORT)",
             f"{achieved:.0f} GFLOP/s of {peak['peak_gflops']:.0f} GFLOP/s "
             f"({frac:.0%}; {macs['macs_per_prediction'] / 1e6:.2f} M MACs/prediction)",
-            frac >= 0.75,
-            ">= 75% of peak",
+            frac >= 0.85,
+            ">= 85% of peak",
             f"peak from {peak['peak_from']}",
         )
     ]
