@@ -22,7 +22,7 @@ def _targets(results: dict) -> list[str]:
         "| workload | target | goal | measured | result | note |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("W1", "ROOF", "W2", "W3", "W4"):
+    for name in ("W1", "ROOF", "W2", "W3", "W4", "W4P"):
         entry = results.get(name)
         if not entry:
             continue
@@ -280,6 +280,27 @@ def _w4(r: dict) -> list[str]:
     return lines
 
 
+def _w4p(r: dict) -> list[str]:
+    lines = [
+        f"Model: {r['model']}. One tumour profile (first of the TCGA example), {r['draws']} draw, "
+        "6 doses, `score_patient` with the top-10 predictions kept; each bundle in a fresh "
+        "process on the same synthetic float16 library; load average read before and after "
+        "each process.",
+        "",
+        "| precision | drugs | library file MiB | predictions | scoring s | predictions/s | "
+        "RSS after load MiB | peak RSS MiB | load before | load after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['precision']} | {row['n_drugs']:,} | {row['library_file_mib']:.0f} | "
+            f"{row['predictions']:,} | {row['scoring_s']:.0f} | {row['predictions_per_s']:,.0f} | "
+            f"{row['rss_after_load_mib']:.0f} | {row['peak_rss_mib']:.0f} | "
+            f"{row['load_average_before']} | {row['load_average_after']} |"
+        )
+    return lines
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     cpu = m["cpu"]
@@ -307,6 +328,7 @@ def render(results: dict) -> str:
         "W2": ("W2: backbone at published size", _w2),
         "W3": ("W3: the bundled default model end to end", _w3),
         "W4": ("W4: scale to 1,000,000 compounds", _w4),
+        "W4P": ("W4 at published size: 1,000,000 compounds, published-size FlexPert", _w4p),
     }
     for name, spec in sections.items():
         if name not in results:

@@ -1,12 +1,14 @@
 """Run the unicure-rt benchmarks and write `benchmarks/RESULTS.md` (+ `benchmarks/results.json`).
 
-    python benchmarks/run.py                 # everything (~15 min on 2 cores, +5 min first time)
+    python benchmarks/run.py                 # W1-W4 (~15 min on 2 cores, +5 min first time)
     python benchmarks/run.py --only W1,ROOF  # some workloads (others keep their last results)
     python benchmarks/run.py --quick         # smaller sizes, 1 repeat: a smoke test
 
 Workloads: W1 (one patient, full-size FlexPert, vs the published PyTorch+pandas workflow),
 ROOF (roofline of W1's fp32 graph), W2 (full-size backbone, per sentence and bundle size),
-W3 (the bundled default model end to end through the CLI), W4 (1M-compound library).
+W3 (the bundled default model end to end through the CLI), W4 (1M-compound library), W4P (W4's
+1M compounds with the published-size FlexPert, fp32 and int8: ~30 min on 2 cores, so only when
+named in --only).
 Models with random weights are built once and cached under --work (default
 /tmp/unicure-rt-bench). Measurements wait (--wait minutes) for training or pytest processes of
 other users of the machine to finish, and record the load average and any that still ran.
@@ -36,12 +38,13 @@ from common import (
 
 add_paths()
 
-WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4")
+WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4", "W4P")
+DEFAULT_WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=",".join(WORKLOADS), help="e.g. W1,ROOF")
+    parser.add_argument("--only", default=",".join(DEFAULT_WORKLOADS), help="e.g. W1,W4P")
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat, no md")
     parser.add_argument("--repeats", type=int, default=0, help="override repeats per workload")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
@@ -93,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                 import w4_scale
 
                 entry["result"] = w4_scale.run(args, args.work)
+            elif name == "W4P":
+                import w4_scale
+
+                entry["result"] = w4_scale.run_published(args, args.work)
         except Exception:  # record and go on with the other workloads
             failures += 1
             entry["error"] = traceback.format_exc()[-3000:]
