@@ -7,8 +7,8 @@
 Workloads: W1 (one patient, full-size FlexPert, vs the published PyTorch+pandas workflow),
 ROOF (roofline of W1's fp32 graph), W2 (full-size backbone, per sentence and bundle size),
 W3 (the bundled default model end to end through the CLI), W4 (1M-compound library), W4P (W4's
-1M compounds with the published-size FlexPert, fp32 and int8: ~30 min on 2 cores, so only when
-named in --only).
+1M compounds, or --w4p-drugs, with the published-size FlexPert, fp32 and int8: ~30 min on 2
+quiet cores, so only when named in --only).
 Models with random weights are built once and cached under --work (default
 /tmp/unicure-rt-bench). Measurements wait (--wait minutes) for training or pytest processes of
 other users of the machine to finish, and record the load average and any that still ran.
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--wait", type=float, default=30.0, help="minutes to wait for quiet")
     parser.add_argument("--no-compare-old", dest="compare_old", action="store_false")
+    parser.add_argument(
+        "--w4p-drugs", type=int, default=0, help="W4P library size (1,000,000; --quick 10,000)"
+    )
     args = parser.parse_args(argv)
     chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     unknown = sorted(set(chosen) - set(WORKLOADS))

@@ -211,7 +211,7 @@ def run(args, work: Path) -> dict:
 def run_published(args, work: Path) -> dict:
     """W4P: fp32 and int8 bundles of the published-size FlexPert, each in a fresh process."""
     bundles = models.w4p_bundles(work)
-    n = PUBLISHED_SIZE_QUICK if args.quick else PUBLISHED_SIZE
+    n = args.w4p_drugs or (PUBLISHED_SIZE_QUICK if args.quick else PUBLISHED_SIZE)
     path = library_for(bundles["fp32"], work, n)
     rows = []
     for precision, bundle in bundles.items():
@@ -220,7 +220,7 @@ def run_published(args, work: Path) -> dict:
         rows.append(found)
         # the whole row in the log: kept even if the next precision never finishes
         print(f"[bench]   {json.dumps(found)}", flush=True)
-    note = "" if n == PUBLISHED_SIZE else f"--quick: {n:,} drugs, not {PUBLISHED_SIZE:,}"
+    note = "" if n == PUBLISHED_SIZE else f"{n:,} drugs, not {PUBLISHED_SIZE:,}"
     targets = []
     for row in rows:
         name = f"W4P {row['precision']} at {row['n_drugs']:,} drugs"
