@@ -38,7 +38,14 @@ def _targets(results: dict) -> list[str]:
     return lines
 
 
-def _conditions(entry: dict) -> str:
+def _cpu(cpu: dict) -> str:
+    return (
+        f"{cpu['model']}, {cpu['physical_cores']} physical cores, {cpu['logical_cpus']} logical "
+        f"CPUs, L3 {cpu['l3_cache']}, SIMD {', '.join(cpu['simd'])}"
+    )
+
+
+def _conditions(entry: dict, machine: dict) -> str:
     busy = entry.get("busy_before") or []
     text = (
         f"Run {entry['date']}, `{entry['command']}`, {entry['wall_s']:.0f} s; load average "
@@ -46,6 +53,9 @@ def _conditions(entry: dict) -> str:
     )
     if busy:
         text += f"; **other heavy processes were running**: {busy}"
+    ran_on = entry.get("machine", machine)["cpu"]
+    if ran_on != machine["cpu"]:
+        text += f". **Another machine than above**: {_cpu(ran_on)}"
     return text + "."
 
 
@@ -313,8 +323,7 @@ def render(results: dict) -> str:
         "",
         "## Machine",
         "",
-        f"- CPU: {cpu['model']}, {cpu['physical_cores']} physical cores, "
-        f"{cpu['logical_cpus']} logical CPUs, L3 {cpu['l3_cache']}, SIMD {', '.join(cpu['simd'])}",
+        f"- CPU: {_cpu(cpu)} (a section measured on another machine names its own)",
         f"- RAM: {m['ram_gib']} GiB; OS: {m['os']}; no GPU (CPUExecutionProvider)",
         f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}",
         "",
@@ -335,7 +344,7 @@ def render(results: dict) -> str:
             continue
         title, fn = spec
         entry = results[name]
-        out += ["", f"## {title}", "", _conditions(entry), ""]
+        out += ["", f"## {title}", "", _conditions(entry, m), ""]
         if "error" in entry:
             out += ["```", entry["error"], "```"]
         else:

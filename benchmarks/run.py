@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = BENCH / ("results-quick.json" if args.quick else "results.json")
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results["machine"] = machine()
+    here = machine()
+    # the machine of the entries that record none (written before entries recorded their own)
+    results.setdefault("machine", here)
     command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     failures = 0
     w1_result = results.get("W1", {}).get("result")
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "load_average_before": load_average(),
             "busy_before": still_busy,
+            # per workload: entries kept from earlier runs may come from another machine
+            "machine": here,
         }
         try:
             if name == "W1":
