@@ -298,15 +298,18 @@ def _w4p(r: dict) -> list[str]:
         "each process.",
         "",
         "| precision | drugs | library file MiB | predictions | scoring s | predictions/s | "
-        "RSS after load MiB | peak RSS MiB | load before | load after |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "RSS after load MiB | peak RSS MiB | load before | load after | run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in r["rows"]:
+        run = "this run"
+        if "measured_in" in row:
+            run = f"{row['measured_in']['date']} (`{row['measured_in']['command']}`)"
         lines.append(
             f"| {row['precision']} | {row['n_drugs']:,} | {row['library_file_mib']:.0f} | "
             f"{row['predictions']:,} | {row['scoring_s']:.0f} | {row['predictions_per_s']:,.0f} | "
             f"{row['rss_after_load_mib']:.0f} | {row['peak_rss_mib']:.0f} | "
-            f"{row['load_average_before']} | {row['load_average_after']} |"
+            f"{row['load_average_before']} | {row['load_average_after']} | {run} |"
         )
     return lines
 

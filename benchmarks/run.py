@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--w4p-drugs", type=int, default=0, help="W4P library size (1,000,000; --quick 10,000)"
     )
+    parser.add_argument("--w4p-precisions", default="fp32,int8", help="W4P bundles, e.g. int8")
     args = parser.parse_args(argv)
     chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     unknown = sorted(set(chosen) - set(WORKLOADS))
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "W4P":
                 import w4_scale
 
-                entry["result"] = w4_scale.run_published(args, args.work)
+                entry["result"] = w4_scale.run_published(args, args.work, results.get("W4P"))
         except Exception:  # record and go on with the other workloads
             failures += 1
             entry["error"] = traceback.format_exc()[-3000:]

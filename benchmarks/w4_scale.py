@@ -208,22 +208,38 @@ def run(args, work: Path) -> dict:
     return result
 
 
-def run_published(args, work: Path) -> dict:
-    """W4P: fp32 and int8 bundles of the published-size FlexPert, each in a fresh process."""
+def run_published(args, work: Path, earlier: dict | None = None) -> dict:
+    """W4P: fp32 and int8 bundles (`args.w4p_precisions`) of the published-size FlexPert, each in
+    a fresh process. Rows of the `earlier` run.py entry for other (precision, size) pairs are
+    kept with the date and command that measured them: the full size may be measured in parts.
+    """
     bundles = models.w4p_bundles(work)
     n = args.w4p_drugs or (PUBLISHED_SIZE_QUICK if args.quick else PUBLISHED_SIZE)
+    precisions = [p.strip() for p in args.w4p_precisions.split(",") if p.strip()]
+    unknown = sorted(set(precisions) - set(bundles))
+    if unknown:
+        raise ValueError(f"unknown W4P precision(s) {unknown}; choose from {', '.join(bundles)}")
     path = library_for(bundles["fp32"], work, n)
     rows = []
-    for precision, bundle in bundles.items():
+    for precision in precisions:
         print(f"[bench] W4P: {n} drugs, {precision}", flush=True)
-        found = score_in_child(bundle, path)
+        found = score_in_child(bundles[precision], path)
         rows.append(found)
         # the whole row in the log: kept even if the next precision never finishes
         print(f"[bench]   {json.dumps(found)}", flush=True)
-    note = "" if n == PUBLISHED_SIZE else f"{n:,} drugs, not {PUBLISHED_SIZE:,}"
+    measured = {(row["precision"], row["n_drugs"]) for row in rows}
+    for row in (earlier or {}).get("result", {}).get("rows", []):
+        if (row["precision"], row["n_drugs"]) not in measured:
+            run = {"date": earlier["date"], "command": earlier["command"]}
+            rows.append({**row, "measured_in": row.get("measured_in", run)})
+    rows.sort(key=lambda row: (row["n_drugs"], row["precision"]))
     targets = []
     for row in rows:
         name = f"W4P {row['precision']} at {row['n_drugs']:,} drugs"
+        notes = [] if row["n_drugs"] == PUBLISHED_SIZE else [f"not {PUBLISHED_SIZE:,} drugs"]
+        if "measured_in" in row:
+            notes.append(f"measured {row['measured_in']['date']}")
+        note = "; ".join(notes)
         targets += [
             target(
                 f"{name}: peak RSS <= 2 GB",
