@@ -208,6 +208,19 @@ def run(args, work: Path) -> dict:
     return result
 
 
+def with_earlier_rows(rows: list[dict], earlier: dict | None) -> list[dict]:
+    """`rows` plus the rows of the `earlier` run.py entry for (precision, size) pairs that `rows`
+    lack, each marked with the date and command of the run that measured it; by size, then
+    precision."""
+    measured = {(row["precision"], row["n_drugs"]) for row in rows}
+    kept = []
+    for row in (earlier or {}).get("result", {}).get("rows", []):
+        if (row["precision"], row["n_drugs"]) not in measured:
+            run = {"date": earlier["date"], "command": earlier["command"]}
+            kept.append({**row, "measured_in": row.get("measured_in", run)})
+    return sorted(rows + kept, key=lambda row: (row["n_drugs"], row["precision"]))
+
+
 def run_published(args, work: Path, earlier: dict | None = None) -> dict:
     """W4P: fp32 and int8 bundles (`args.w4p_precisions`) of the published-size FlexPert, each in
     a fresh process. Rows of the `earlier` run.py entry for other (precision, size) pairs are
@@ -227,12 +240,7 @@ def run_published(args, work: Path, earlier: dict | None = None) -> dict:
         rows.append(found)
         # the whole row in the log: kept even if the next precision never finishes
         print(f"[bench]   {json.dumps(found)}", flush=True)
-    measured = {(row["precision"], row["n_drugs"]) for row in rows}
-    for row in (earlier or {}).get("result", {}).get("rows", []):
-        if (row["precision"], row["n_drugs"]) not in measured:
-            run = {"date": earlier["date"], "command": earlier["command"]}
-            rows.append({**row, "measured_in": row.get("measured_in", run)})
-    rows.sort(key=lambda row: (row["n_drugs"], row["precision"]))
+    rows = with_earlier_rows(rows, earlier)
     targets = []
     for row in rows:
         name = f"W4P {row['precision']} at {row['n_drugs']:,} drugs"
