@@ -8,6 +8,9 @@
 - `w2_bundle(n_layers)`: the published backbone sizes (d_model 1280, 20 heads, d_ff 5120,
   `reference` padding, 1536 positions, token_dim 5120) with `n_layers` layers, a synthetic
   vocabulary of `N_VOCAB_GENES` genes, and the published FlexPert.
+- `w4p_bundles`: the same published FlexPert + decoder, exported as a fp32 and an int8 bundle
+  (`export_bundle`, `precision="int8"`) whose tiny backbone's vocabulary is the 978 landmark
+  genes, so that `score_patient` accepts a real patient (W1's vocabulary is synthetic symbols).
 - `small_bundle`: a small random model over the 978 landmark genes with a random drug library,
   the stand-in when the bundled default model is absent.
 """
@@ -28,6 +31,7 @@ add_paths()
 N_VOCAB_GENES = 19_000  # the "~19k genes" of a human UCE vocabulary (assumed round figure)
 HUMAN_CHROMOSOMES = [str(i) for i in range(1, 23)] + ["X", "Y", "MT"]
 W1_TAG = "w1-published-flexpert-v1"
+W4P_TAG = "w4p-published-flexpert-landmarks-v1"
 
 
 def output_genes() -> list[str]:
@@ -45,10 +49,11 @@ def _stamp(path: Path, tag: str) -> None:
     (path / ".bench-tag").write_text(tag)
 
 
-def published_flexpert_model():
+def published_flexpert_model(genes: list[str] | None = None):
     """UniCure with the published FlexPert/decoder (random, published layout) and a tiny backbone.
 
-    Returns (model, vocabulary). Deterministic (seed 0).
+    `genes`: the human genes of the backbone's vocabulary (default: the fixture's synthetic
+    symbols). Returns (model, vocabulary). Deterministic (seed 0).
     """
     import tempfile
 
@@ -58,7 +63,7 @@ def published_flexpert_model():
 
     state = make_published_state_dict(full_flexpert=True, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        files = make_uce_files(Path(tmp), seed=0)
+        files = make_uce_files(Path(tmp), genes, seed=0)
         model, vocabulary = convert_checkpoint(
             state, files.species_chrom, files.protein_embeddings, n_heads=4
         )
@@ -94,6 +99,27 @@ def w1_bundle(work: Path, log=print) -> dict:
     (paths["int8_dir"] / "settings.json").write_text(json.dumps(settings, indent=1))
     log(f"[bench] W1 int8 variant done ({time.perf_counter() - t0:.1f} s)")
     _stamp(root, W1_TAG)
+    return paths
+
+
+def w4p_bundles(work: Path, log=print) -> dict:
+    """fp32 and int8 bundles of W1's published FlexPert over a landmark-gene vocabulary."""
+    from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle
+
+    root = work / "w4p"
+    paths = {"fp32": root / "bundle_fp32", "int8": root / "bundle_int8"}
+    if root.exists() and _done(root, W4P_TAG):
+        return paths
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    genes = output_genes()
+    t0 = time.perf_counter()
+    model, vocabulary = published_flexpert_model(genes)
+    for precision, path in paths.items():
+        log(f"[bench] W4P: exporting the {precision} bundle ({time.perf_counter() - t0:.0f} s)")
+        export_bundle(model, vocabulary, path, ExportOptions(genes=genes, precision=precision))
+    log(f"[bench] W4P bundles done ({time.perf_counter() - t0:.0f} s)")
+    _stamp(root, W4P_TAG)
     return paths
 
 

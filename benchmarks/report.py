@@ -22,7 +22,7 @@ def _targets(results: dict) -> list[str]:
         "| workload | target | goal | measured | result | note |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("W1", "ROOF", "W2", "W3", "W4"):
+    for name in ("W1", "ROOF", "W2", "W3", "W4", "W4P"):
         entry = results.get(name)
         if not entry:
             continue
@@ -38,7 +38,14 @@ def _targets(results: dict) -> list[str]:
     return lines
 
 
-def _conditions(entry: dict) -> str:
+def _cpu(cpu: dict) -> str:
+    return (
+        f"{cpu['model']}, {cpu['physical_cores']} physical cores, {cpu['logical_cpus']} logical "
+        f"CPUs, L3 {cpu['l3_cache']}, SIMD {', '.join(cpu['simd'])}"
+    )
+
+
+def _conditions(entry: dict, machine: dict) -> str:
     busy = entry.get("busy_before") or []
     text = (
         f"Run {entry['date']}, `{entry['command']}`, {entry['wall_s']:.0f} s; load average "
@@ -46,6 +53,9 @@ def _conditions(entry: dict) -> str:
     )
     if busy:
         text += f"; **other heavy processes were running**: {busy}"
+    ran_on = entry.get("machine", machine)["cpu"]
+    if ran_on != machine["cpu"]:
+        text += f". **Another machine than above**: {_cpu(ran_on)}"
     return text + "."
 
 
@@ -280,6 +290,30 @@ def _w4(r: dict) -> list[str]:
     return lines
 
 
+def _w4p(r: dict) -> list[str]:
+    lines = [
+        f"Model: {r['model']}. One tumour profile (first of the TCGA example), {r['draws']} draw, "
+        "6 doses, `score_patient` with the top-10 predictions kept; each bundle in a fresh "
+        "process on the same synthetic float16 library; load average read before and after "
+        "each process.",
+        "",
+        "| precision | drugs | library file MiB | predictions | scoring s | predictions/s | "
+        "RSS after load MiB | peak RSS MiB | load before | load after | run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in r["rows"]:
+        run = "this run"
+        if "measured_in" in row:
+            run = f"{row['measured_in']['date']} (`{row['measured_in']['command']}`)"
+        lines.append(
+            f"| {row['precision']} | {row['n_drugs']:,} | {row['library_file_mib']:.0f} | "
+            f"{row['predictions']:,} | {row['scoring_s']:.0f} | {row['predictions_per_s']:,.0f} | "
+            f"{row['rss_after_load_mib']:.0f} | {row['peak_rss_mib']:.0f} | "
+            f"{row['load_average_before']} | {row['load_average_after']} | {run} |"
+        )
+    return lines
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     cpu = m["cpu"]
@@ -292,8 +326,7 @@ def render(results: dict) -> str:
         "",
         "## Machine",
         "",
-        f"- CPU: {cpu['model']}, {cpu['physical_cores']} physical cores, "
-        f"{cpu['logical_cpus']} logical CPUs, L3 {cpu['l3_cache']}, SIMD {', '.join(cpu['simd'])}",
+        f"- CPU: {_cpu(cpu)} (a section measured on another machine names its own)",
         f"- RAM: {m['ram_gib']} GiB; OS: {m['os']}; no GPU (CPUExecutionProvider)",
         f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}",
         "",
@@ -307,13 +340,14 @@ def render(results: dict) -> str:
         "W2": ("W2: backbone at published size", _w2),
         "W3": ("W3: the bundled default model end to end", _w3),
         "W4": ("W4: scale to 1,000,000 compounds", _w4),
+        "W4P": ("W4 at published size: 1,000,000 compounds, published-size FlexPert", _w4p),
     }
     for name, spec in sections.items():
         if name not in results:
             continue
         title, fn = spec
         entry = results[name]
-        out += ["", f"## {title}", "", _conditions(entry), ""]
+        out += ["", f"## {title}", "", _conditions(entry, m), ""]
         if "error" in entry:
             out += ["```", entry["error"], "```"]
         else:

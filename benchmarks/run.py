@@ -1,12 +1,14 @@
 """Run the unicure-rt benchmarks and write `benchmarks/RESULTS.md` (+ `benchmarks/results.json`).
 
-    python benchmarks/run.py                 # everything (~15 min on 2 cores, +5 min first time)
+    python benchmarks/run.py                 # W1-W4 (~15 min on 2 cores, +5 min first time)
     python benchmarks/run.py --only W1,ROOF  # some workloads (others keep their last results)
     python benchmarks/run.py --quick         # smaller sizes, 1 repeat: a smoke test
 
 Workloads: W1 (one patient, full-size FlexPert, vs the published PyTorch+pandas workflow),
 ROOF (roofline of W1's fp32 graph), W2 (full-size backbone, per sentence and bundle size),
-W3 (the bundled default model end to end through the CLI), W4 (1M-compound library).
+W3 (the bundled default model end to end through the CLI), W4 (1M-compound library), W4P (W4's
+1M compounds, or --w4p-drugs, with the published-size FlexPert, fp32 and int8: ~30 min on 2
+quiet cores, so only when named in --only).
 Models with random weights are built once and cached under --work (default
 /tmp/unicure-rt-bench). Measurements wait (--wait minutes) for training or pytest processes of
 other users of the machine to finish, and record the load average and any that still ran.
@@ -36,17 +38,22 @@ from common import (
 
 add_paths()
 
-WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4")
+WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4", "W4P")
+DEFAULT_WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=",".join(WORKLOADS), help="e.g. W1,ROOF")
+    parser.add_argument("--only", default=",".join(DEFAULT_WORKLOADS), help="e.g. W1,W4P")
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat, no md")
     parser.add_argument("--repeats", type=int, default=0, help="override repeats per workload")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--wait", type=float, default=30.0, help="minutes to wait for quiet")
     parser.add_argument("--no-compare-old", dest="compare_old", action="store_false")
+    parser.add_argument(
+        "--w4p-drugs", type=int, default=0, help="W4P library size (1,000,000; --quick 10,000)"
+    )
+    parser.add_argument("--w4p-precisions", default="fp32,int8", help="W4P bundles, e.g. int8")
     args = parser.parse_args(argv)
     chosen = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     unknown = sorted(set(chosen) - set(WORKLOADS))
@@ -55,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = BENCH / ("results-quick.json" if args.quick else "results.json")
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results["machine"] = machine()
+    here = machine()
+    # the machine of the entries that record none (written before entries recorded their own)
+    results.setdefault("machine", here)
     command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     failures = 0
     w1_result = results.get("W1", {}).get("result")
@@ -70,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "load_average_before": load_average(),
             "busy_before": still_busy,
+            # per workload: entries kept from earlier runs may come from another machine
+            "machine": here,
         }
         try:
             if name == "W1":
@@ -93,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                 import w4_scale
 
                 entry["result"] = w4_scale.run(args, args.work)
+            elif name == "W4P":
+                import w4_scale
+
+                entry["result"] = w4_scale.run_published(args, args.work, results.get("W4P"))
         except Exception:  # record and go on with the other workloads
             failures += 1
             entry["error"] = traceback.format_exc()[-3000:]
