@@ -22,7 +22,7 @@ def _targets(results: dict) -> list[str]:
         "| workload | target | goal | measured | result | note |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("W1", "ROOF", "W2", "W3", "W4"):
+    for name in ("W1", "ROOF", "W2", "W3", "W4", "OV"):
         entry = results.get(name)
         if not entry:
             continue
@@ -46,6 +46,10 @@ def _conditions(entry: dict) -> str:
     )
     if busy:
         text += f"; **other heavy processes were running**: {busy}"
+    if "cpu" in entry:  # entries of older runs do not say theirs
+        cpu = entry["cpu"]
+        text += f"; CPU {cpu['model']}, {cpu['logical_cpus']} logical CPUs, SIMD "
+        text += ", ".join(cpu["simd"])
     return text + "."
 
 
@@ -280,6 +284,54 @@ def _w4(r: dict) -> list[str]:
     return lines
 
 
+def _ov(r: dict) -> list[str]:
+    if r["openvino_skipped"]:
+        return [f"OpenVINO skipped: {r['openvino_skipped']}."]
+    lines = [
+        f"OpenVINO {r['openvino']} on `{r['cpu_device']}` (its CPU device's default inference "
+        f"precision here: {r['cpu_default_precision']}). The same feeds through every backend: "
+        f"{r['n_drugs']:,} drugs x {r['n_doses']} doses = {r['predictions']:,} predictions in "
+        f"{r['batches']} batches of up to 4,096 drugs (ROOF's graph-only feeds, `session.run` or "
+        f"an infer request per batch; THROUGHPUT: all batches in flight on an `AsyncInferQueue`); "
+        f"{r['repeats']} alternating rounds, medians. ORT: `create_session` with "
+        "`RuntimeOptions(device='cpu')`, as `unicure-rt score --device cpu` runs it. Fidelity: "
+        "the largest |output - ORT fp32 output| over every prediction and gene.",
+    ]
+    titles = {
+        "w1": "W1's published-size FlexPert (`bundle_fp32/flexpert.onnx`)",
+        "demo": "the bundled demo model's FlexPert (`unicure_rt/data/default_bundle`)",
+    }
+    for graph, rows in r["graphs"].items():
+        lines += [
+            "",
+            f"{titles[graph]} (ORT fp32 outputs up to |{r['max_abs_output'][graph]:.2f}|):",
+            "",
+            "| backend / setting | graph | median s | min s | predictions/s | speed vs ORT fp32 | "
+            "max abs diff vs ORT fp32 |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row['backend']} | `{row['graph']}` | {row['median_s']:.2f} | "
+                f"{row['min_s']:.2f} | {row['predictions_per_s']:,.0f} | "
+                f"{row['speed_vs_ort_fp32']:.2f}x | {row['max_abs_diff_vs_ort_fp32']:.1e} |"
+            )
+        effective = {
+            row["backend"]: row["effective"] for row in rows if row.get("effective") is not None
+        }
+        lines += [
+            "",
+            "OpenVINO's effective settings: "
+            + "; ".join(
+                f"{name.removeprefix('OpenVINO CPU ')}: "
+                + ", ".join(f"{k.lower()} {v}" for k, v in e.items())
+                for name, e in effective.items()
+            )
+            + ".",
+        ]
+    return lines
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     cpu = m["cpu"]
@@ -291,6 +343,8 @@ def render(results: dict) -> str:
         "(baseline and candidate in the same process, in turn); never of unit tests.",
         "",
         "## Machine",
+        "",
+        "The last run's (sections of earlier runs name their CPU where they recorded it).",
         "",
         f"- CPU: {cpu['model']}, {cpu['physical_cores']} physical cores, "
         f"{cpu['logical_cpus']} logical CPUs, L3 {cpu['l3_cache']}, SIMD {', '.join(cpu['simd'])}",
@@ -307,6 +361,7 @@ def render(results: dict) -> str:
         "W2": ("W2: backbone at published size", _w2),
         "W3": ("W3: the bundled default model end to end", _w3),
         "W4": ("W4: scale to 1,000,000 compounds", _w4),
+        "OV": ("OV: OpenVINO's CPU device beside ONNX Runtime's (issue 22)", _ov),
     }
     for name, spec in sections.items():
         if name not in results:

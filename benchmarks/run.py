@@ -6,7 +6,9 @@
 
 Workloads: W1 (one patient, full-size FlexPert, vs the published PyTorch+pandas workflow),
 ROOF (roofline of W1's fp32 graph), W2 (full-size backbone, per sentence and bundle size),
-W3 (the bundled default model end to end through the CLI), W4 (1M-compound library).
+W3 (the bundled default model end to end through the CLI), W4 (1M-compound library), OV (W1's
+graph through OpenVINO's CPU device beside ONNX Runtime's; skipped where OpenVINO is not
+installed, which unicure-rt does not depend on).
 Models with random weights are built once and cached under --work (default
 /tmp/unicure-rt-bench). Measurements wait (--wait minutes) for training or pytest processes of
 other users of the machine to finish, and record the load average and any that still ran.
@@ -29,6 +31,7 @@ from common import (
     DEFAULT_WORK,
     add_paths,
     busy_processes,
+    cpu_info,
     load_average,
     machine,
     wait_until_quiet,
@@ -36,7 +39,7 @@ from common import (
 
 add_paths()
 
-WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4")
+WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4", "OV")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = {
             "command": command.strip(),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "cpu": cpu_info(),  # the header shows the last run's machine; this is this entry's
             "load_average_before": load_average(),
             "busy_before": still_busy,
         }
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 import w4_scale
 
                 entry["result"] = w4_scale.run(args, args.work)
+            elif name == "OV":
+                import openvino_cpu
+
+                entry["result"] = openvino_cpu.run(args, args.work)
         except Exception:  # record and go on with the other workloads
             failures += 1
             entry["error"] = traceback.format_exc()[-3000:]
