@@ -329,6 +329,21 @@ def _ov(r: dict) -> list[str]:
             )
             + ".",
         ]
+    ranking = r.get("ranking_vs_ort_fp32", {})
+    lines += [
+        "",
+        "Rankings of W1's graph against ORT fp32's (unicure-rt's scoring path, "
+        f"{len(next(iter(ranking.values()))['per_patient'])} patient(s); W1's int8 criterion: "
+        "Spearman >= 0.99 and top-20 overlap >= 18/20 per patient):",
+        "",
+        "| backend / setting | Spearman min | top-20 overlap min | max abs score diff |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, f in ranking.items():
+        lines.append(
+            f"| {name} | {f['spearman_min']:.5f} | {f['top20_overlap_min']}/20 | "
+            f"{f['max_abs_score_diff']:.1e} |"
+        )
     return lines
 
 
