@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -284,6 +285,10 @@ def _w4(r: dict) -> list[str]:
     return lines
 
 
+def _paired(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def _ov(r: dict) -> list[str]:
     if r["openvino_skipped"]:
         return [f"OpenVINO skipped: {r['openvino_skipped']}."]
@@ -307,14 +312,15 @@ def _ov(r: dict) -> list[str]:
             f"{titles[graph]} (ORT fp32 outputs up to |{r['max_abs_output'][graph]:.2f}|):",
             "",
             "| backend / setting | graph | median s | min s | predictions/s | speed vs ORT fp32 | "
-            "max abs diff vs ORT fp32 |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+            "per round: median (range) | max abs diff vs ORT fp32 |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in rows:
             lines.append(
                 f"| {row['backend']} | `{row['graph']}` | {row['median_s']:.2f} | "
                 f"{row['min_s']:.2f} | {row['predictions_per_s']:,.0f} | "
-                f"{row['speed_vs_ort_fp32']:.2f}x | {row['max_abs_diff_vs_ort_fp32']:.1e} |"
+                f"{row['speed_vs_ort_fp32']:.2f}x | {_paired(row['paired_speed_vs_ort_fp32'])} | "
+                f"{row['max_abs_diff_vs_ort_fp32']:.1e} |"
             )
         effective = {
             row["backend"]: row["effective"] for row in rows if row.get("effective") is not None
