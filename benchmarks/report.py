@@ -365,7 +365,7 @@ def render(results: dict) -> str:
         "",
         "## Machine",
         "",
-        "The last run's (sections of earlier runs name their CPU where they recorded it).",
+        "The last run's; each workload section names the CPU it ran on.",
         "",
         f"- CPU: {cpu['model']}, {cpu['physical_cores']} physical cores, "
         f"{cpu['logical_cpus']} logical CPUs, L3 {cpu['l3_cache']}, SIMD {', '.join(cpu['simd'])}",
