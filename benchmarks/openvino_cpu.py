@@ -15,8 +15,9 @@ bundled demo model's `flexpert.onnx` is measured the same way on the same feeds.
 drug rankings of the lower-precision paths (ORT int8, OpenVINO's bf16 default) and of OpenVINO
 f32 are held to W1's int8 criterion through the package's own scoring path.
 
-OpenVINO is not a dependency of unicure-rt: where it is not installed the OpenVINO rows are
-skipped (the workload records and prints why). Run with `python benchmarks/run.py --only OV`.
+OpenVINO is not a dependency of unicure-rt: where it is not installed the workload measures
+nothing and records and prints why (ONNX Runtime alone is W1's and ROOF's business). Run with
+`python benchmarks/run.py --only OV` (or `python benchmarks/openvino_cpu.py`, the same).
 """
 
 from __future__ import annotations
