@@ -85,6 +85,7 @@ def versions() -> dict:
         "onnx",
         "scipy",
         "threadpoolctl",
+        "openvino",
     ):
         try:
             found[package] = version(package)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def _targets(results: dict) -> list[str]:
         "| workload | target | goal | measured | result | note |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("W1", "ROOF", "W2", "W3", "W4", "W4P"):
+    for name in ("W1", "ROOF", "W2", "W3", "W4", "W4P", "OV"):
         entry = results.get(name)
         if not entry:
             continue
@@ -314,6 +315,74 @@ def _w4p(r: dict) -> list[str]:
     return lines
 
 
+def _paired(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+def _ov(r: dict) -> list[str]:
+    if r["openvino_skipped"]:
+        return [f"OpenVINO skipped: {r['openvino_skipped']}."]
+    lines = [
+        f"OpenVINO {r['openvino']} on `{r['cpu_device']}` (its CPU device's default inference "
+        f"precision here: {r['cpu_default_precision']}). The same feeds through every backend: "
+        f"{r['n_drugs']:,} drugs x {r['n_doses']} doses = {r['predictions']:,} predictions in "
+        f"{r['batches']} batches of up to 4,096 drugs (ROOF's graph-only feeds, `session.run` or "
+        f"an infer request per batch; THROUGHPUT: all batches in flight on an `AsyncInferQueue`); "
+        f"{r['repeats']} alternating rounds, medians. ORT: `create_session` with "
+        "`RuntimeOptions(device='cpu')`, as `unicure-rt score --device cpu` runs it. Fidelity: "
+        "the largest |output - ORT fp32 output| over every prediction and gene.",
+    ]
+    titles = {
+        "w1": "W1's published-size FlexPert (`bundle_fp32/flexpert.onnx`)",
+        "demo": "the bundled demo model's FlexPert (`unicure_rt/data/default_bundle`)",
+    }
+    for graph, rows in r["graphs"].items():
+        lines += [
+            "",
+            f"{titles[graph]} (ORT fp32 outputs up to |{r['max_abs_output'][graph]:.2f}|):",
+            "",
+            "| backend / setting | graph | median s | min s | predictions/s | speed vs ORT fp32 | "
+            "per round: median (range) | max abs diff vs ORT fp32 |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row['backend']} | `{row['graph']}` | {row['median_s']:.2f} | "
+                f"{row['min_s']:.2f} | {row['predictions_per_s']:,.0f} | "
+                f"{row['speed_vs_ort_fp32']:.2f}x | {_paired(row['paired_speed_vs_ort_fp32'])} | "
+                f"{row['max_abs_diff_vs_ort_fp32']:.1e} |"
+            )
+        effective = {
+            row["backend"]: row["effective"] for row in rows if row.get("effective") is not None
+        }
+        lines += [
+            "",
+            "OpenVINO's effective settings: "
+            + "; ".join(
+                f"{name.removeprefix('OpenVINO CPU ')}: "
+                + ", ".join(f"{k.lower()} {v}" for k, v in e.items())
+                for name, e in effective.items()
+            )
+            + ".",
+        ]
+    ranking = r.get("ranking_vs_ort_fp32", {})
+    lines += [
+        "",
+        "Rankings of W1's graph against ORT fp32's (unicure-rt's scoring path, "
+        f"{len(next(iter(ranking.values()))['per_patient'])} patient(s); W1's int8 criterion: "
+        "Spearman >= 0.99 and top-20 overlap >= 18/20 per patient):",
+        "",
+        "| backend / setting | Spearman min | top-20 overlap min | max abs score diff |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, f in ranking.items():
+        lines.append(
+            f"| {name} | {f['spearman_min']:.5f} | {f['top20_overlap_min']}/20 | "
+            f"{f['max_abs_score_diff']:.1e} |"
+        )
+    return lines
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     cpu = m["cpu"]
@@ -341,6 +410,7 @@ def render(results: dict) -> str:
         "W3": ("W3: the bundled default model end to end", _w3),
         "W4": ("W4: scale to 1,000,000 compounds", _w4),
         "W4P": ("W4 at published size: 1,000,000 compounds, published-size FlexPert", _w4p),
+        "OV": ("OV: OpenVINO's CPU device beside ONNX Runtime's (issue 22)", _ov),
     }
     for name, spec in sections.items():
         if name not in results:

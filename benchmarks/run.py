@@ -8,7 +8,8 @@ Workloads: W1 (one patient, full-size FlexPert, vs the published PyTorch+pandas 
 ROOF (roofline of W1's fp32 graph), W2 (full-size backbone, per sentence and bundle size),
 W3 (the bundled default model end to end through the CLI), W4 (1M-compound library), W4P (W4's
 1M compounds, or --w4p-drugs, with the published-size FlexPert, fp32 and int8: ~30 min on 2
-quiet cores, so only when named in --only).
+quiet cores, so only when named in --only), OV (W1's graph through OpenVINO's CPU device beside
+ONNX Runtime's; skipped where OpenVINO is not installed, which unicure-rt does not depend on).
 Models with random weights are built once and cached under --work (default
 /tmp/unicure-rt-bench). Measurements wait (--wait minutes) for training or pytest processes of
 other users of the machine to finish, and record the load average and any that still ran.
@@ -38,8 +39,8 @@ from common import (
 
 add_paths()
 
-WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4", "W4P")
-DEFAULT_WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4")
+WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4", "W4P", "OV")
+DEFAULT_WORKLOADS = ("W1", "ROOF", "W2", "W3", "W4", "OV")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                 import w4_scale
 
                 entry["result"] = w4_scale.run_published(args, args.work, results.get("W4P"))
+            elif name == "OV":
+                import openvino_cpu
+
+                entry["result"] = openvino_cpu.run(args, args.work)
         except Exception:  # record and go on with the other workloads
             failures += 1
             entry["error"] = traceback.format_exc()[-3000:]
