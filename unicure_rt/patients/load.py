@@ -75,6 +75,31 @@ def _check_table_keys(data: InputData, sample_key: str | None, group_key: str | 
         )
 
 
+def _labelled(data, sample_key, group_key) -> tuple[str, pd.Series, str, Any]:
+    """An open input's value kind, sample ids (with how they were found) and group labels, after
+    checking that the keys apply to it (checks in this order, so the first problem is reported)."""
+    _check_table_keys(data, sample_key, group_key)
+    kind = value_kind(data)
+    samples, found = sample_ids(data, sample_key)
+    return kind, samples, found, group_labels(data, group_key)
+
+
+def _input_qc(data, kind: str) -> dict:
+    """How an input file was read: its own record, its value kind and the conversion applied."""
+    return {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]}
+
+
+def _profiles_qc(profiles: SideProfiles, samples: pd.Series, found, group_key) -> dict:
+    """How observations became `profiles`; `samples` are the sample ids of their observations."""
+    return {
+        "sample_key": found,
+        "group_key": group_key,
+        **profiles.layout_qc(),
+        "n_samples": int(samples.nunique()),
+        "dropped_min_cells": profiles.dropped,
+    }
+
+
 def _read_normal_file(
     path: Any, layer, gene_key, sample_key, min_cells
 ) -> tuple[SideProfiles, dict]:
@@ -89,7 +114,7 @@ def _read_normal_file(
         profiles = side_profiles(
             data, samples, None, everything, min_cells, kind, "normal", found, key is not None
         )
-        qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind], "sample_key": found}
+        qc = {**_input_qc(data, kind), "sample_key": found}
         qc.update(profiles.layout_qc())
     return profiles, {"normal_file": qc}
 
@@ -188,10 +213,7 @@ def load_patient(
     """
     _check_options(normal, normal_where, min_cells)
     with open_input(path, layer, gene_key) as data:
-        _check_table_keys(data, sample_key, group_key)
-        kind = value_kind(data)
-        samples, found = sample_ids(data, sample_key)
-        groups = group_labels(data, group_key)
+        kind, samples, found, groups = _labelled(data, sample_key, group_key)
         is_normal = np.zeros(len(data.obs), dtype=bool)
         if normal_where is not None:
             is_normal = normal_mask(data.obs, samples, normal_where, data.path)
@@ -208,14 +230,8 @@ def load_patient(
                 "n_observations": int(is_normal.sum()),
                 **reference.layout_qc(),
             }
-        input_qc = {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]}
-        profiles_qc = {
-            "sample_key": found,
-            "group_key": group_key,
-            **tumour.layout_qc(),
-            "n_samples": int(samples[~is_normal].nunique()),
-            "dropped_min_cells": tumour.dropped,
-        }
+        input_qc = _input_qc(data, kind)
+        profiles_qc = _profiles_qc(tumour, samples[~is_normal], found, group_key)
     if normals.is_reference_spec(normal):
         return _assemble_shipped(tumour, str(normal).strip(), input_qc, profiles_qc)
     if normal is not None:
@@ -239,10 +255,7 @@ def load_profiles(
     """
     _check_min_cells(min_cells)
     with open_input(path, layer, gene_key) as data:
-        _check_table_keys(data, sample_key, group_key)
-        kind = value_kind(data)
-        samples, found = sample_ids(data, sample_key)
-        groups = group_labels(data, group_key)
+        kind, samples, found, groups = _labelled(data, sample_key, group_key)
         everything = np.ones(len(data.obs), dtype=bool)
         profiles = side_profiles(
             data,
@@ -256,13 +269,9 @@ def load_profiles(
             sample_key is not None,
         )
         qc = {
-            "input": {**data.qc, "value_kind": kind, "conversion": CONVERSIONS[kind]},
+            "input": _input_qc(data, kind),
             "profiles": {
-                "sample_key": found,
-                "group_key": group_key,
-                **profiles.layout_qc(),
-                "n_samples": int(samples.nunique()),
-                "dropped_min_cells": profiles.dropped,
+                **_profiles_qc(profiles, samples, found, group_key),
                 "n_profiles": len(profiles.log2),
             },
         }
