@@ -236,3 +236,41 @@ def test_flexpert_graph_folds_are_exact(attn_dim):
             torch.testing.assert_close(
                 graph(cells, drugs), flexpert(cells, drugs), atol=2e-5, rtol=0
             )
+
+
+def test_flexpert_ensemble_is_the_mean_of_its_heads_in_torch_and_in_the_graph(tmp_path):
+    """flexpert_heads=2: two independently initialised heads, averaged; export keeps the mean."""
+    from unicure_rt.train.export.graphs import FlexPertEnsembleGraph, flexpert_graph
+    from unicure_rt.train.models.unicure import load_native, save_native
+
+    ensemble_model = model(flexpert_heads=2)
+    heads = ensemble_model.flexpert.heads
+    assert len(heads) == 2
+    assert not torch.equal(heads[0].fusion_decoder[0].weight, heads[1].fusion_decoder[0].weight)
+    cells = torch.nn.functional.normalize(torch.randn(5, 1280), dim=-1)
+    drugs = torch.randn(5, 528)
+    with torch.no_grad():
+        mean = (heads[0](cells, drugs) + heads[1](cells, drugs)) / 2
+        torch.testing.assert_close(ensemble_model.flexpert(cells, drugs), mean)
+        graph = flexpert_graph(ensemble_model.flexpert).eval()
+        assert isinstance(graph, FlexPertEnsembleGraph)
+        torch.testing.assert_close(graph(cells, drugs), mean, atol=2e-5, rtol=0)
+
+    save_native(ensemble_model, tmp_path / "ckpt", vocabulary=VOCAB, genes=OUT_GENES)
+    reloaded, _ = load_native(tmp_path / "ckpt")
+    assert reloaded.config.flexpert_heads == 2
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.flexpert(cells, drugs), mean)
+
+    manifest, results = export_bundle(
+        ensemble_model, VOCAB, tmp_path / "bundle", ExportOptions(genes=OUT_GENES)
+    )
+    assert all(r.passed for r in results if r.graph == "flexpert")
+    session = ort.InferenceSession(str(tmp_path / "bundle" / "flexpert.onnx"))
+    got = session.run(["expression"], {"cell_embedding": cells.numpy(), "drug": drugs.numpy()})[0]
+    np.testing.assert_allclose(got, mean.numpy(), atol=1e-4, rtol=0)
+
+
+def test_flexpert_heads_must_be_positive():
+    with pytest.raises(ValueError, match="flexpert_heads"):
+        config(flexpert_heads=0)

@@ -62,6 +62,29 @@ def test_stage2_loss_is_zero_for_a_perfect_group():
     assert float(loss) < 1e-5 and terms["mse"] < 1e-10
 
 
+def test_batched_losses_equal_the_loss_of_each_group():
+    """Stage 2 computes a batch of groups at once: the same values as one group at a time."""
+    g = torch.Generator().manual_seed(4)
+    pred = torch.randn(5, 4, 978, generator=g)
+    real = torch.randn(5, 2, 978, generator=g)
+    ctrl = torch.randn(5, 978, generator=g)
+    no_drug = torch.randn(5, 4, 978, generator=g)
+    batched, terms = stage2_loss(pred, real, ctrl)
+    one_by_one = [stage2_loss(pred[i], real[i], ctrl[i]) for i in range(5)]
+    torch.testing.assert_close(batched, torch.stack([loss for loss, _ in one_by_one]))
+    for key in ("mse", "cos", "mmd"):
+        assert terms[key] == pytest.approx(sum(t[key] for _, t in one_by_one), rel=1e-5)
+    torch.testing.assert_close(
+        mmd(pred, real), torch.stack([mmd(pred[i], real[i]) for i in range(5)])
+    )
+    batched, terms = direction_loss(pred, no_drug, real[:, 0])
+    one_by_one = [direction_loss(pred[i], no_drug[i], real[i, 0]) for i in range(5)]
+    torch.testing.assert_close(batched, torch.stack([loss for loss, _ in one_by_one]))
+    assert terms["signature_cos"] == pytest.approx(
+        sum(t["signature_cos"] for _, t in one_by_one), rel=1e-5
+    )
+
+
 def test_torch_drug_vectors_match_drugs_module():
     from unicure_rt.drugs.vectors import drug_vectors
     from unicure_rt.train.demo import torch_drug_vectors

@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--threads", type=int, default=2)
     demo.add_argument("--record", type=Path, default=None, help="also copy the run record here")
     demo.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
+    demo.add_argument(
+        "--flexpert-heads",
+        type=int,
+        default=None,
+        help="FlexPert heads averaged (default: the bundled model's 2; the published model has 1)",
+    )
     card = sub.add_parser("card", help="re-render MODEL_CARD.md of a bundle from a run record")
     card.add_argument("record", type=Path)
     card.add_argument("bundle", type=Path)
@@ -39,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (args.data / "l1000").is_dir():
         parser.error(f"--data {args.data} does not look like the shared data folder (no l1000/)")
-    cfg = DemoConfig(seed=args.seed, threads=args.threads, evaluate=not args.no_evaluate)
+    if args.flexpert_heads is not None and args.flexpert_heads < 1:
+        parser.error(f"--flexpert-heads must be at least 1 (got {args.flexpert_heads})")
+    model = {} if args.flexpert_heads is None else {"flexpert_heads": args.flexpert_heads}
+    cfg = DemoConfig(
+        seed=args.seed, threads=args.threads, evaluate=not args.no_evaluate, model=model
+    )
     command = "python -m unicure_rt.train " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
     )

@@ -26,6 +26,26 @@ METRIC_NAMES = (
 )
 
 
+def _heads_note(cfg: dict) -> str:
+    heads = cfg.get("flexpert_heads", 1)
+    if heads == 1:
+        return ""
+    return (
+        f"; **{heads} such heads, their predictions averaged** (published: one head), each "
+        "with its own initialisation and loss, sharing one drug projection"
+    )
+
+
+def _load_sentence(machine: dict) -> str:
+    start, end = machine.get("load_average_at_start"), machine.get("load_average_after_training")
+    if start is None or end is None:
+        return "The CPU load during the run was not recorded."
+    return (
+        f"One-minute load average {start:.2f} when the run started and {end:.2f} when training "
+        "ended (2 means both cores busy; above that the run shared them with other jobs)."
+    )
+
+
 def _f(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
@@ -383,7 +403,7 @@ def render(record: dict) -> str:
         f"(published 64), fusion decoder 2 × Linear({cfg.get('attn_dim', 0) * 79}) with ReLU "
         "between, "
         f"decoder hidden {cfg.get('decoder_hidden')} (published 2048) → {cfg.get('n_genes')} "
-        "genes |"
+        f"genes{_heads_note(cfg)} |"
     )
     add("")
     add(
@@ -468,8 +488,7 @@ def render(record: dict) -> str:
             else ". "
         )
         + "Stage 1a and the four stage-2 fits (three held-out splits, the bundled head) "
-        "dominate. The machine was shared with other jobs during the run, so wall times are "
-        "noisy; the issue's budget is about 15 minutes on 2 cores."
+        f"dominate. {_load_sentence(machine)} The issue's budget is about 15 minutes on 2 cores."
     )
     add("")
     add("Reproduce (from a clean checkout, next to the shared data folder):")

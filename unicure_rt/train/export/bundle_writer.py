@@ -20,7 +20,7 @@ from unicure_rt.errors import UserError
 from unicure_rt.outputs import staged_output_dir
 from unicure_rt.runtime.tokenizer import Tokenizer
 from unicure_rt.train.export.config import GraphConfig, backbone_graph_config, flexpert_graph_config
-from unicure_rt.train.export.graphs import BackboneGraph, FlexPertGraph
+from unicure_rt.train.export.graphs import BackboneGraph, flexpert_graph
 from unicure_rt.train.export.onnx_export import export_graph
 from unicure_rt.train.export.precision import PRECISIONS, apply_precision
 from unicure_rt.train.export.validate import ParityResult, run_parity_gate, save_cases
@@ -166,7 +166,7 @@ def export_bundle(
         progress("exporting flexpert.onnx")
         drugs = cases["flexpert"]["single_drugs"]
         export_graph(
-            _SplitModel(FlexPertGraph(model.flexpert), model.adaptor),
+            _SplitModel(flexpert_graph(model.flexpert), model.adaptor),
             graphs[1],
             (torch.from_numpy(drugs["cell_embedding"][:2]), torch.from_numpy(drugs["drug"][:2])),
             staging,

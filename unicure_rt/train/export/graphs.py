@@ -9,7 +9,8 @@ against the plain PyTorch model:
 - `value_map` is linear and attention rows sum to one, so attention weights the raw drug windows
   and `value_map` merges into `fusion_decoder.0` (when the attention is at least as wide as a
   window, where this saves work);
-- `fusion_decoder.3` and `decoder.0` are consecutive Linear layers and fold into one.
+- `fusion_decoder.3` and `decoder.0` are consecutive Linear layers and fold into one;
+- an ensemble's heads each get these folds, and their mean is taken in the graph.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from unicure_rt.train.models.backbone import Backbone
-from unicure_rt.train.models.flexpert import FlexPert, windows
+from unicure_rt.train.models.flexpert import FlexPert, FlexPertEnsemble, windows
 
 
 @torch.no_grad()
@@ -84,3 +85,21 @@ class FlexPertGraph(nn.Module):
         values = drug_windows if self.fold_values else self.value_map(drug_windows)
         fused = self.fusion_in((attention @ values).flatten(1))
         return self.out(torch.relu(self.fusion_out(torch.relu(fused))))
+
+
+class FlexPertEnsembleGraph(nn.Module):
+    """The mean of the heads' `FlexPertGraph`s: one `flexpert.onnx` for a `FlexPertEnsemble`."""
+
+    def __init__(self, ensemble: FlexPertEnsemble) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(FlexPertGraph(head) for head in ensemble.heads)
+
+    def forward(self, cell_embedding: torch.Tensor, drug: torch.Tensor) -> torch.Tensor:
+        return torch.stack([head(cell_embedding, drug) for head in self.heads]).mean(0)
+
+
+def flexpert_graph(flexpert: FlexPert | FlexPertEnsemble) -> nn.Module:
+    """The module exported as `flexpert.onnx` for one FlexPert head or an ensemble of them."""
+    if isinstance(flexpert, FlexPertEnsemble):
+        return FlexPertEnsembleGraph(flexpert)
+    return FlexPertGraph(flexpert)

@@ -19,7 +19,8 @@ class UniCureConfig:
 
     `padding="reference"` reproduces the published quirk (padding keys get +1.0 on their
     attention logits, sentences stay padded to `pad_length`); `"masked"` excludes padding, so
-    sentences may be trimmed.
+    sentences may be trimmed. `flexpert_heads > 1` averages that many independently trained
+    FlexPert heads (`FlexPertEnsemble`); the published model has one.
     """
 
     vocab_size: int = 145_469
@@ -44,6 +45,7 @@ class UniCureConfig:
     decoder_hidden: int = 2048
     n_genes: int = 978
     adaptor_hidden: int | None = None
+    flexpert_heads: int = 1
     dropout: float = 0.1
     extra: dict = field(default_factory=dict)
 
@@ -51,6 +53,8 @@ class UniCureConfig:
         self.lora_layers = tuple(self.lora_layers)
         if self.padding not in ("reference", "masked"):
             raise ValueError(f"padding must be 'reference' or 'masked', not {self.padding!r}")
+        if self.flexpert_heads < 1:
+            raise ValueError(f"flexpert_heads must be at least 1, not {self.flexpert_heads}")
         if self.d_model % self.n_heads:
             raise ValueError("d_model must be divisible by n_heads")
         for name, length in (

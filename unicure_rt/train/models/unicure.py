@@ -10,7 +10,7 @@ from torch import nn
 
 from unicure_rt.train.models.backbone import Backbone
 from unicure_rt.train.models.config import UniCureConfig
-from unicure_rt.train.models.flexpert import Adaptor, FlexPert
+from unicure_rt.train.models.flexpert import Adaptor, flexpert_module
 
 WEIGHTS, CONFIG, VOCABULARY, GENES = (
     "model.safetensors",
@@ -27,7 +27,7 @@ class UniCure(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = Backbone(config)
-        self.flexpert = FlexPert(config)
+        self.flexpert = flexpert_module(config)
         self.adaptor = (
             Adaptor(config.n_genes, config.adaptor_hidden, config.n_genes)
             if config.adaptor_hidden
