@@ -60,6 +60,18 @@ def _conditions(entry: dict, machine: dict) -> str:
     return text + "."
 
 
+def signed_weights_sentence(record: dict | None) -> str:
+    """How the int8 graph's uint8 weights ran (`unicure_rt.runtime.int8_weights`)."""
+    if record is None:
+        return "."
+    if record["graphs"]:
+        return (
+            f"; its uint8 weights ran as the exact int8 ones on this CPU's VNNI kernels "
+            f"({', '.join(record['vnni_flags'])}; `unicure_rt.runtime.int8_weights`)."
+        )
+    return "; its uint8 weights ran as they are (no VNNI on this CPU)."
+
+
 def _w1(r: dict) -> list[str]:
     t = r["times"]
     lines = [
@@ -113,7 +125,8 @@ def _w1(r: dict) -> list[str]:
             f"Spearman {f['spearman']:.4f}, top-20 overlap {f['top20_overlap']}/20"
             for f in r["int8_vs_fp32"]["per_patient"]
         )
-        + f". int8 graph from {r['int8_source']}: `{json.loads(r['int8_settings'])}`.",
+        + f". int8 graph from {r['int8_source']}: `{json.loads(r['int8_settings'])}`"
+        + signed_weights_sentence(r.get("int8_signed_weights")),
     ]
     return lines
 

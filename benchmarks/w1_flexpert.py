@@ -170,11 +170,15 @@ def sessions(paths: dict, runtime=None):
 def run(args, work: Path) -> dict:
     import torch
 
+    from unicure_rt.runtime.int8_weights import cpu_vnni_flags
+    from unicure_rt.runtime.sessions import RuntimeOptions
+
     paths = models.w1_bundle(work)
     n_drugs = N_DRUGS_QUICK if args.quick else N_DRUGS
     repeats = args.repeats or (1 if args.quick else 3)
     library = make_library(work, n_drugs)
-    fp32, int8 = sessions(paths)
+    runtime = RuntimeOptions(device="cpu")
+    fp32, int8 = sessions(paths, runtime)
     problem = make_problem(fp32, library)
     flexpert = models.load_w1_torch(paths).flexpert.eval()
     print(f"[bench] W1: {n_drugs} drugs x 6 doses, {repeats} alternating repeats", flush=True)
@@ -257,6 +261,8 @@ def run(args, work: Path) -> dict:
         "int8_source": (
             "unicure_rt.train.export.precision.make_variant (export path's INT8_SETTINGS)"
         ),
+        # where the CPU has VNNI, create_session runs the uint8 weights as exact int8 ones
+        "int8_signed_weights": {"graphs": runtime.signed_int8, "vnni_flags": cpu_vnni_flags()},
         "model": "published FlexPert+decoder sizes, random weights in the published layout "
         "(tests/published_fixtures.make_published_state_dict(full_flexpert=True)), converted "
         "with unicure_rt.train.export.convert, exported with export_bundle",

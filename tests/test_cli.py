@@ -55,6 +55,7 @@ def test_score_tcga_writes_ranking_and_run_record(tiny_bundle, tcga, tmp_path):
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["seed"] == 0 and run["draws"] == 3
     assert run["providers"]["flexpert"] == "CPUExecutionProvider"
+    assert run["signed_int8_graphs"] == []  # fp32 graphs: nothing to run as int8
     assert run["gene_coverage"]["output_genes_present"] == 978
     assert (
         run["inputs"][0]["sha256"]

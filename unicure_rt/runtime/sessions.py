@@ -21,6 +21,7 @@ from pathlib import Path
 from unicure_rt.cache import cache_root
 from unicure_rt.errors import UserError
 from unicure_rt.onnx_runtime import ort
+from unicure_rt.runtime.int8_weights import cpu_vnni_flags, signed_weight_model
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 PROVIDER = {
@@ -43,6 +44,8 @@ class RuntimeOptions:
     threads: int = 0  # 0 = ONNX Runtime's default (all physical cores)
     cache_dir: Path | None = None
     notes: list[str] = field(default_factory=list)  # one line per fallback, for the user
+    # graph files whose uint8 weights run as exact int8 ones on this VNNI CPU (`int8_weights`)
+    signed_int8: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -190,13 +193,13 @@ def create_session(model_path: Path, options: RuntimeOptions) -> tuple[ort.Infer
                 _unavailable(device, reason, options)
                 continue
         providers = [_provider_entry(device, model_path, options), PROVIDER["cpu"]]
+        model: str | bytes = str(model_path)
         if device == "cpu":
             providers = [PROVIDER["cpu"]]
+            model = _cpu_model(model_path, options)
         with _captured_stderr() as errors:
             try:
-                session = ort.InferenceSession(
-                    str(model_path), session_options(options), providers=providers
-                )
+                session = ort.InferenceSession(model, session_options(options), providers=providers)
             except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped load errors
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if device != "cpu" and options.device == "auto":
@@ -212,6 +215,18 @@ def create_session(model_path: Path, options: RuntimeOptions) -> tuple[ort.Infer
         reason = next((line for line in errors if "error" in line.lower()), "it failed to start")
         _unavailable(device, reason.strip()[-200:], options)
     raise AssertionError("the CPU provider always runs")  # pragma: no cover
+
+
+def _cpu_model(model_path: Path, options: RuntimeOptions) -> str | bytes:
+    """The graph for the CPU provider: with exact int8 weights where this CPU has VNNI."""
+    if not cpu_vnni_flags():
+        return str(model_path)
+    signed = signed_weight_model(Path(model_path))
+    if signed is None:
+        return str(model_path)
+    if Path(model_path).name not in options.signed_int8:
+        options.signed_int8.append(Path(model_path).name)
+    return signed
 
 
 def _unavailable(device: str, reason: str, options: RuntimeOptions) -> None:

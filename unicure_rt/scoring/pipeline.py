@@ -203,6 +203,7 @@ def score_patient(
         **run_identity(bundle, library, options),
         "providers": {"backbone": backbone_provider, "flexpert": flexpert_provider},
         "provider_notes": list(options.runtime.notes),
+        "signed_int8_graphs": list(options.runtime.signed_int8),
         "gene_coverage": coverage,
         "profiles": profiles,
         "input_qc": patient.qc,

@@ -15,7 +15,9 @@ fp32 ONNX files and replaces them in the bundle (a bundle holds one precision; i
   The default QInt8 weights with the full 8-bit range saturate the u8 x s8 kernels of AVX2
   CPUs without VNNI (measured there: drug-rank Spearman 0.96); `reduce_range=True` (7-bit
   weights) or QUInt8 weights avoid that. The default is QUInt8, per-channel, full range: of the
-  settings that are safe on every CPU it is the closest to fp32 (see `INT8_SETTINGS`).
+  settings that are safe on every CPU it is the closest to fp32 (see `INT8_SETTINGS`). On CPUs
+  with VNNI the session runs these weights as the equal int8 ones
+  (`unicure_rt.runtime.int8_weights`).
 
 Every variant records its fidelity against fp32 under the manifest key `fidelity`, measured on
 a scoring task like real use (`measure_fidelity`): a few cell embeddings from random sentences x
