@@ -113,7 +113,7 @@ class FlexPertRunner:
                     scores[i, j, start:stop] = effects @ unit_signature
                     if i == 0 and effect_sum is not None:
                         scored = ~np.isnan(effects[:, 0])
-                        effect_sum[scored] += effects[scored]
+                        np.add(effect_sum, effects, out=effect_sum, where=scored[:, None])
                         effect_doses += scored
                     if i == 0 and keep_top:
                         first.append(predicted)
