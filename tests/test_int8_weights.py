@@ -178,3 +178,15 @@ def test_signed_weights_give_bit_identical_outputs_on_this_vnni_cpu(graphs):
     for scale in (0.1, 1.0, 30.0):  # wide activations use the whole uint8 range
         x = (rng.standard_normal((257, IN)) * scale).astype(np.float32)
         np.testing.assert_array_equal(run(signed, x), run(unsigned, x))
+
+
+def test_an_unreadable_graph_is_left_to_onnx_runtime_to_refuse(tmp_path, monkeypatch):
+    from unicure_rt.errors import UserError
+
+    monkeypatch.setattr(sessions, "cpu_vnni_flags", lambda: ["avx512_vnni"])
+    damaged = tmp_path / "flexpert.onnx"
+    damaged.write_bytes(b"MatMulInteger" + b"\xff" * 64)
+    with pytest.raises(UserError, match="cannot load"):
+        create_session(damaged, RuntimeOptions(device="cpu"))
+    with pytest.raises(UserError, match="cannot load"):
+        create_session(tmp_path / "absent.onnx", RuntimeOptions(device="cpu"))

@@ -221,7 +221,10 @@ def _cpu_model(model_path: Path, options: RuntimeOptions) -> str | bytes:
     """The graph for the CPU provider: with exact int8 weights where this CPU has VNNI."""
     if not cpu_vnni_flags():
         return str(model_path)
-    signed = signed_weight_model(Path(model_path))
+    try:
+        signed = signed_weight_model(Path(model_path))
+    except Exception:  # noqa: BLE001 - unreadable here: ONNX Runtime's load says why, below
+        signed = None
     if signed is None:
         return str(model_path)
     if Path(model_path).name not in options.signed_int8:
