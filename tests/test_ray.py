@@ -166,6 +166,7 @@ def test_dataset_layout_and_run_record(ray_cohort, local_rankings, cohort):
     assert run["engine"]["block_size"] == 16 and run["engine"]["started_here"]
     assert run["seed"] == 0 and run["draws"] == 3
     assert run["providers"]["flexpert"] == "CPUExecutionProvider"
+    assert run["signed_int8_graphs"] == []  # fp32 graphs
     assert run["skipped_files"] == [{"name": "notes.txt"}]
     assert [i["name"] for i in run["inputs"]] == [Path(p).name for p in local_rankings]
     assert str(cohort) not in (ray_cohort / "run.json").read_text()

@@ -356,6 +356,7 @@ def block_summary(
         "profiles": json.dumps(run.get("profiles", [])),
         "providers": json.dumps(run.get("providers", {})),
         "provider_notes": json.dumps(run.get("provider_notes", [])),
+        "signed_int8_graphs": json.dumps(run.get("signed_int8_graphs", [])),
     }
 
 
@@ -412,6 +413,10 @@ def cohort_run_record(
             "engine": engine,
             "providers": _merged_providers(summaries),
             "provider_notes": notes,
+            # graphs that ran with int8 weights on at least one worker's VNNI CPU
+            "signed_int8_graphs": sorted(
+                {g for s in summaries for g in json.loads(s.get("signed_int8_graphs", "[]"))}
+            ),
             "inputs": metas,
             "normal": _normal_record(normal),
             "skipped_files": [{"path": str(p)} for p in inputs.skipped],
