@@ -288,14 +288,9 @@ def _w4(r: dict) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in r["rows"]:
-        if "error" in row:
-            lines.append(f"| {row['implementation']} | {row['n_drugs']:,} | | | failed | | | |")
-            continue
-        label = (
-            "streaming (this version)"
-            if row["implementation"] == "new"
-            else "before (score.py of 4638830)"
-        )
+        if "error" in row or row.get("implementation", "new") != "new":
+            continue  # the pre-streaming runner of earlier runs (see w4_scale.py)
+        label = "streaming (this version)"
         lines.append(
             f"| {label} | {row['n_drugs']:,} | {row['library_file_mib']:.0f} | "
             f"{row['predictions']:,} | {row['scoring_s']:.1f} | {row['predictions_per_s']:,.0f} | "

@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=0, help="override repeats per workload")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--wait", type=float, default=30.0, help="minutes to wait for quiet")
-    parser.add_argument("--no-compare-old", dest="compare_old", action="store_false")
     parser.add_argument(
         "--w4p-drugs", type=int, default=0, help="W4P library size (1,000,000; --quick 10,000)"
     )

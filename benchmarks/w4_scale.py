@@ -4,9 +4,9 @@ Libraries hold synthetic embeddings of the model's drug width (manifest `drug_di
 published and the demo model) stored as float16, written in streaming chunks with the library
 writer of `unicure_rt.drugs.library` (the one `import_library` uses). Each size is scored in a fresh
 process by `score_patient` (the first tumour profile of the TCGA example, one draw, the six
-reference doses, predictions of the top 10 kept), which reports its peak RSS. Unless
-`--no-compare-old`, the same child also runs the pre-streaming `FlexPertRunner` (score.py of commit
-`OLD_COMMIT`) on the sizes up to 100k.
+reference doses, predictions of the top 10 kept), which reports its peak RSS. (Until the
+layout of issue 20 the child also ran the pre-streaming runner, score.py of commit 4638830, whose
+module can no longer be imported beside the moved ones; its rows are in git history.)
 
 W4P (`run_published`): the same scoring of 1M compounds with the published-size FlexPert and
 decoder (`models.w4p_bundles`, random weights in the published layout), its fp32 and its int8
@@ -16,7 +16,6 @@ bundle each in a fresh process; the load average is recorded around every child.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,6 @@ SIZES_QUICK = (10_000, 100_000)
 PUBLISHED_SIZE = 1_000_000
 PUBLISHED_SIZE_QUICK = 10_000
 CHUNK = 65_536
-# the last version of score.py before the streaming FlexPertRunner (concatenated predictions)
-OLD_COMMIT = "4638830"
 
 
 def write_library(path: Path, n: int, encoder_id: str, dim: int, seed: int = 0) -> Path:
@@ -64,7 +61,7 @@ def write_library(path: Path, n: int, encoder_id: str, dim: int, seed: int = 0) 
     return path
 
 
-def child(bundle: Path, library_path: Path, implementation: str, top: int) -> dict:
+def child(bundle: Path, library_path: Path, top: int) -> dict:
     import resource
 
     from common import current_rss_mib
@@ -72,27 +69,8 @@ def child(bundle: Path, library_path: Path, implementation: str, top: int) -> di
     from unicure_rt.bundle.load import load_bundle
     from unicure_rt.drugs.library import load_library
     from unicure_rt.patients.load import PatientProfiles, load_patient
-
-    if implementation == "old":
-        import importlib.util
-
-        source = subprocess.run(
-            ["git", "show", f"{OLD_COMMIT}:unicure_rt/score.py"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        old_path = Path(f"/tmp/unicure_bench_old_score_{id(source)}.py")
-        old_path.write_text(source)
-        spec = importlib.util.spec_from_file_location("old_score", old_path)
-        score = importlib.util.module_from_spec(spec)
-        sys.modules["old_score"] = score
-        spec.loader.exec_module(score)
-        ScoreOptions, score_patient = score.ScoreOptions, score.score_patient
-    else:
-        from unicure_rt.scoring.options import ScoreOptions
-        from unicure_rt.scoring.pipeline import score_patient
+    from unicure_rt.scoring.options import ScoreOptions
+    from unicure_rt.scoring.pipeline import score_patient
 
     t0 = time.perf_counter()
     loaded = load_bundle(bundle)
@@ -117,7 +95,6 @@ def child(bundle: Path, library_path: Path, implementation: str, top: int) -> di
     timings = result.run["timings_s"]
     n_pred = len(library) * len(options.doses)
     return {
-        "implementation": implementation,
         "precision": loaded.manifest["precision"],
         "n_drugs": len(library),
         "predictions": n_pred,
@@ -146,12 +123,10 @@ def library_for(bundle: Path, work: Path, n: int) -> Path:
     return write_library(work / f"w4_library_{n}_{tag}_d{dim}.parquet", n, encoder_id, dim)
 
 
-def score_in_child(bundle: Path, library: Path, implementation: str = "new") -> dict:
+def score_in_child(bundle: Path, library: Path) -> dict:
     """One `child` run in a fresh process, with the library size and the load around it."""
     load_before = load_average()
-    found = child_json(
-        [str(BENCH / "w4_scale.py"), "--child", str(bundle), str(library), implementation, "10"]
-    )
+    found = child_json([str(BENCH / "w4_scale.py"), "--child", str(bundle), str(library), "10"])
     found["library_file_mib"] = library.stat().st_size / 2**20
     found["load_average_before"] = load_before
     found["load_average_after"] = load_average()
@@ -172,16 +147,8 @@ def run(args, work: Path) -> dict:
             f"peak RSS {found['peak_rss_mib']:.0f} MiB",
             flush=True,
         )
-        if args.compare_old and n <= 100_000:
-            try:
-                old = score_in_child(bundle, path, "old")
-                rows.append(old)
-                print(f"[bench]   old runner: peak RSS {old['peak_rss_mib']:.0f} MiB", flush=True)
-            except RuntimeError as exc:
-                rows.append({"implementation": "old", "n_drugs": n, "error": str(exc)[-500:]})
-    new = [r for r in rows if r["implementation"] == "new"]
-    biggest = new[-1]
-    smallest = new[0]
+    biggest = rows[-1]
+    smallest = rows[0]
     growth = biggest["peak_rss_mib"] - smallest["peak_rss_mib"]
     result = {
         "bundle": models.relative(bundle),
@@ -281,7 +248,7 @@ def run_published(args, work: Path, earlier: dict | None = None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "--child":
-        bundle_arg, library_arg, impl, top_arg = sys.argv[2:6]
+        bundle_arg, library_arg, top_arg = sys.argv[2:5]
         sys.stdout.write(
-            "\n" + json.dumps(child(Path(bundle_arg), Path(library_arg), impl, int(top_arg))) + "\n"
+            "\n" + json.dumps(child(Path(bundle_arg), Path(library_arg), int(top_arg))) + "\n"
         )
