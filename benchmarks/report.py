@@ -288,11 +288,8 @@ def _w4(r: dict) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in r["rows"]:
-        if "error" in row or row.get("implementation", "new") != "new":
-            continue  # the pre-streaming runner of earlier runs (see w4_scale.py)
-        label = "streaming (this version)"
         lines.append(
-            f"| {label} | {row['n_drugs']:,} | {row['library_file_mib']:.0f} | "
+            f"| streaming (this version) | {row['n_drugs']:,} | {row['library_file_mib']:.0f} | "
             f"{row['predictions']:,} | {row['scoring_s']:.1f} | {row['predictions_per_s']:,.0f} | "
             f"{row['rss_after_load_mib']:.0f} | {row['peak_rss_mib']:.0f} |"
         )

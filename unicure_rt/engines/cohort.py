@@ -415,7 +415,7 @@ def cohort_run_record(
             "provider_notes": notes,
             # graphs that ran with int8 weights on at least one worker's VNNI CPU
             "signed_int8_graphs": sorted(
-                {g for s in summaries for g in json.loads(s.get("signed_int8_graphs", "[]"))}
+                {g for s in summaries for g in json.loads(s["signed_int8_graphs"])}
             ),
             "inputs": metas,
             "normal": _normal_record(normal),

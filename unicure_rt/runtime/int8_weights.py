@@ -27,13 +27,13 @@ MAX_MODEL_BYTES = 2**31 - 1
 def cpu_vnni_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     """The VNNI flags of this CPU ([] where there are none or /proc/cpuinfo cannot be read)."""
     try:
-        text = cpuinfo.read_text(errors="replace")
+        with open(cpuinfo, errors="replace") as lines:  # the first CPU's block says it all
+            for line in lines:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in VNNI_FLAGS if flag in present]
     except OSError:
-        return []
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            present = set(line.split(":", 1)[1].split())
-            return [flag for flag in VNNI_FLAGS if flag in present]
+        pass
     return []
 
 
