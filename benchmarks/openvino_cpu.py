@@ -220,7 +220,7 @@ def run(args, work: Path) -> dict:
     library = w1_flexpert.make_library(work, n_drugs)
     fp32, int8 = w1_flexpert.sessions(paths)
     problem = w1_flexpert.make_problem(fp32, library)
-    feeds = roofline.graph_inputs(problem)
+    feeds = roofline.graph_inputs(fp32, problem)
     n_pred = n_drugs * len(problem.doses)
     result: dict = {
         "n_drugs": n_drugs,

@@ -46,8 +46,10 @@ def graph_macs(path: Path, batch: int = 8) -> dict:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options)
+    from unicure_rt.runtime.sessions import cell_feed
+
     rng = np.random.default_rng(0)
-    cell = rng.normal(size=(batch, 1280)).astype(np.float32)
+    cell = cell_feed(session, rng.normal(size=1280), batch)
     drug = rng.normal(size=(batch, 528)).astype(np.float32)
     values = dict(
         zip(wanted, session.run(wanted, {"cell_embedding": cell, "drug": drug}), strict=True)
@@ -134,15 +136,16 @@ def gemm_peak(repeats: int) -> dict:
     return {"measurements": found, "peak_gflops": found[best]["best_gflops"], "peak_from": best}
 
 
-def graph_inputs(problem, drug_batch: int = 4096) -> list[dict]:
+def graph_inputs(session, problem, drug_batch: int = 4096) -> list[dict]:
     from unicure_rt.drugs.vectors import drug_vectors
+    from unicure_rt.runtime.sessions import cell_feed
 
     feeds = []
     for dose in problem.doses:
         for _start, emb in problem.library.iter_batches(drug_batch):
             feeds.append(
                 {
-                    "cell_embedding": np.repeat(problem.cell[None], len(emb), 0),
+                    "cell_embedding": cell_feed(session, problem.cell, len(emb)),
                     "drug": drug_vectors(emb, dose),
                 }
             )
@@ -212,7 +215,7 @@ def sweep(path: Path, problem, repeats: int, physical: int) -> list[dict]:
         problem.library, problem.cell, problem.tumour, problem.normal, problem.genes, (1.11,)
     )
     base_session = _session(path)
-    base_feeds = graph_inputs(one_dose, 4096)
+    base_feeds = graph_inputs(base_session, one_dose, 4096)
     configs = {
         f"intra_op_threads={physical} (physical cores)": ({"threads": physical}, 4096),
         "intra_op_threads=1": ({"threads": 1}, 4096),
@@ -228,7 +231,7 @@ def sweep(path: Path, problem, repeats: int, physical: int) -> list[dict]:
     rows = []
     for label, (opts, batch) in configs.items():
         session = _session(path, **opts) if opts else base_session
-        feeds = graph_inputs(one_dose, batch) if batch != 4096 else base_feeds
+        feeds = graph_inputs(session, one_dose, batch) if batch != 4096 else base_feeds
         run_graph(session, feeds[:1])
         times = alternate(
             {
@@ -260,7 +263,7 @@ def run(args, work: Path, w1_result: dict | None = None) -> dict:
     library = w1_flexpert.make_library(work, n_drugs)
     fp32, _int8 = w1_flexpert.sessions(paths)
     problem = w1_flexpert.make_problem(fp32, library)
-    feeds = graph_inputs(problem)
+    feeds = graph_inputs(fp32, problem)
     n_pred = n_drugs * len(problem.doses)
     flops = 2.0 * macs["macs_per_prediction"] * n_pred
     print("[bench] roofline: GEMM peak", flush=True)

@@ -56,6 +56,7 @@ def make_problem(session, library, seed: int = 0) -> Problem:
     """
     from unicure_rt.defaults import REFERENCE_DOSES_UM
     from unicure_rt.drugs.vectors import drug_vectors
+    from unicure_rt.runtime.sessions import cell_feed
 
     rng = np.random.default_rng(seed + 100)
     cell = rng.normal(size=1280)
@@ -65,7 +66,7 @@ def make_problem(session, library, seed: int = 0) -> Problem:
         session.run(
             ["expression"],
             {
-                "cell_embedding": np.repeat(cell[None], len(pilot), 0),
+                "cell_embedding": cell_feed(session, cell, len(pilot)),
                 "drug": drug_vectors(pilot, d),
             },
         )[0]

@@ -8,6 +8,7 @@ import itertools
 import json
 from math import comb
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,13 @@ class StubFlexPert:
 
     def effect(self, arm: np.ndarray) -> np.ndarray:
         return np.tanh(arm.astype(np.float64)) @ self.weights
+
+    def get_inputs(self):
+        """The signature of a graph that takes one cell row per drug."""
+        return [
+            SimpleNamespace(name="cell_embedding", shape=["batch", 1280]),
+            SimpleNamespace(name="drug", shape=["batch", "drug_length"]),
+        ]
 
     def run(self, outputs, feeds):
         assert outputs == ["expression"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -511,6 +512,13 @@ class _ReferenceSession:
 
     def __init__(self, state):
         self.state = state
+
+    def get_inputs(self):
+        """The signature of a graph that takes one cell row per drug."""
+        return [
+            SimpleNamespace(name="cell_embedding", shape=["batch", 1280]),
+            SimpleNamespace(name="drug", shape=["batch", "drug_length"]),
+        ]
 
     def run(self, _outputs, feeds):
         expression = reference_expression(self.state, feeds["cell_embedding"], feeds["drug"])

@@ -115,6 +115,12 @@ def test_parity_results_are_recorded(exported):
         ("flexpert", "expression"),
     }
     assert all(r.max_abs < 1e-5 for r in results)
+    assert {r.case for r in results if r.graph == "flexpert"} == {
+        "single_drugs",
+        "combinations",
+        "one_cell_single_drugs",
+        "one_cell_combinations",
+    }
     assert load_bundle(out).manifest["parity"] == manifest["parity"]
 
 
@@ -138,6 +144,7 @@ def test_manifest_contract(exported):
     ]
     flexpert = manifest["graphs"]["flexpert"]
     assert [i["name"] for i in flexpert["inputs"]] == ["cell_embedding", "drug"]
+    assert flexpert["inputs"][0]["shape"] == ["cells", 1280]
     assert flexpert["outputs"][0]["shape"] == ["batch", 978]
     tok = manifest["tokenizer"]
     assert tok["tokens"][:3] == ["<pad>", "<cls>", "<chrom_close>"]
@@ -161,6 +168,40 @@ def test_flexpert_graph_matches_pytorch_at_any_batch(exported, batch):
         with torch.no_grad():
             want = reference_model.predict(torch.from_numpy(cells), torch.from_numpy(drugs)).numpy()
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 5000])
+def test_flexpert_graph_broadcasts_one_cell_row_over_the_drugs(exported, batch):
+    """One `cell_embedding` row for a whole drug batch gives the rows of that cell repeated,
+    and `cell_feed` gives such a graph one row, an older graph (`batch` rows) one per drug."""
+    from types import SimpleNamespace
+
+    from unicure_rt.runtime.sessions import cell_feed
+
+    _padding, reference_model, out, _, _ = exported
+    rng = np.random.default_rng(batch)
+    cell = rng.normal(size=1280).astype(np.float32)
+    cell /= np.linalg.norm(cell)
+    session = ort.InferenceSession(str(out / "flexpert.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["cells", 1280]
+    assert cell_feed(session, cell, batch).shape == (1, 1280)
+    repeated = np.repeat(cell[None, :], batch, axis=0)
+    for length in (528, 1056):
+        drugs = rng.normal(size=(batch, length)).astype(np.float32)
+        one = session.run(None, {"cell_embedding": cell[None, :], "drug": drugs})[0]
+        per_drug = session.run(None, {"cell_embedding": repeated, "drug": drugs})[0]
+        assert one.shape == (batch, 978)
+        np.testing.assert_allclose(one, per_drug, atol=1e-6, rtol=0)
+        with torch.no_grad():
+            want = reference_model.predict(torch.from_numpy(repeated), torch.from_numpy(drugs))
+        np.testing.assert_allclose(one, want.numpy(), atol=1e-4, rtol=0)
+    older = SimpleNamespace(
+        get_inputs=lambda: [
+            SimpleNamespace(name="cell_embedding", shape=["batch", 1280]),
+            SimpleNamespace(name="drug", shape=["batch", "drug_length"]),
+        ]
+    )
+    np.testing.assert_array_equal(cell_feed(older, cell, batch), repeated)
 
 
 @pytest.mark.parametrize("batch", [1, 7])

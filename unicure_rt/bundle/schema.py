@@ -33,6 +33,9 @@ from unicure_rt.defaults import EFFECTS, RANK_BY
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 REQUIRED_GRAPHS = ("backbone", "flexpert")
 SHA256 = re.compile(r"[0-9a-f]{64}")
+# `graphs.flexpert`'s cell-row axis where the graph broadcasts one cell over its drug batch
+# (`runtime.sessions.cell_feed`); graphs exported before it existed name it `batch`
+CELL_ROWS = "cells"
 PAD, CLS, CHROM_CLOSE = "<pad>", "<cls>", "<chrom_close>"  # the special tokens
 CHROM_PREFIX, GENE_PREFIX = "chrom:", "gene:"
 

@@ -12,6 +12,8 @@ Layout written (atomically, through `unicure_rt.outputs.staged_output_dir`):
 Each `config.pbtxt` uses the `onnxruntime_onnx` platform and takes its inputs and outputs from
 the manifest's I/O contract: with `max_batch_size > 0` the leading `batch` dimension is left out
 of `dims` (Triton adds it) and dynamic batching is on; named (dynamic) dimensions become -1.
+FlexPert's `cells` axis (one cell row for all drugs, or one per drug) is batched like `batch`:
+Triton batches every input, so its clients send one cell row per drug.
 With `tensorrt`, ONNX Runtime's TensorRT execution provider is requested as a GPU execution
 accelerator (FP16 with `fp16`). Triton reads only the model folders; the files beside them are
 for people and clients.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from unicure_rt.bundle.load import DEFAULT_BUNDLE, MANIFEST, Bundle, load_bundle
 from unicure_rt.bundle.pin import BundlePin
+from unicure_rt.bundle.schema import CELL_ROWS
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import refuse_existing, staged_output_dir
 
@@ -73,7 +76,7 @@ class TritonOptions:
 def _dims(graph: str, spec: dict, batched: bool) -> list[int]:
     shape = list(spec["shape"])
     if batched:
-        if not shape or shape[0] != BATCH_DIM:
+        if not shape or shape[0] not in (BATCH_DIM, CELL_ROWS):
             raise UserError(
                 f"The {graph} graph's '{spec['name']}' has shape {shape}, without the leading "
                 f"dynamic '{BATCH_DIM}' dimension Triton batches on. Export with "

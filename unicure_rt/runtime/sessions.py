@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from unicure_rt.bundle.schema import CELL_ROWS
 from unicure_rt.cache import cache_root
 from unicure_rt.errors import UserError
 from unicure_rt.onnx_runtime import ort
@@ -242,3 +245,18 @@ def _unavailable(device: str, reason: str, options: RuntimeOptions) -> None:
     note = f"{PROVIDER[device].removesuffix('ExecutionProvider')}: {reason}"
     if note not in options.notes:
         options.notes.append(note)
+
+
+def cell_feed(session, cell: np.ndarray, rows: int) -> np.ndarray:
+    """The `cell_embedding` feed that pairs one cell embedding (`float32[cell_dim]`) with a
+    batch of `rows` drugs in a `flexpert.onnx` `session`.
+
+    Graphs whose cell axis is named `cells` (exported since that axis existed) compute the cell
+    side once and broadcast it over the drugs, so they get the cell's single row; older graphs
+    take the cell repeated once per drug.
+    """
+    cell = np.ascontiguousarray(cell, dtype=np.float32)[None, :]
+    shapes = {arg.name: arg.shape for arg in session.get_inputs()}
+    if shapes["cell_embedding"][0] == CELL_ROWS:
+        return cell
+    return np.repeat(cell, rows, axis=0)

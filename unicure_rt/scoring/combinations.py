@@ -42,6 +42,7 @@ from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.drugs.vectors import combination_vectors, drug_vectors
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import write_marked_parquet
+from unicure_rt.runtime.sessions import cell_feed
 from unicure_rt.scoring.effects import (
     ascending_ranks,
     dose_mean,
@@ -211,7 +212,7 @@ class PairScorer:
     def _run(self, drugs: np.ndarray) -> np.ndarray:
         rows = len(drugs)
         if rows not in self._cells:
-            self._cells[rows] = np.repeat(self.cell[None, :], rows, axis=0)
+            self._cells[rows] = cell_feed(self.runner.session, self.cell, rows)
         feeds = {"cell_embedding": self._cells[rows], "drug": drugs}
         return self.runner.session.run(["expression"], feeds)[0].astype(np.float64)
 

@@ -13,7 +13,7 @@ from unicure_rt.drugs.vectors import combination_vectors, control_vectors, drug_
 from unicure_rt.patients.load import PatientProfiles
 from unicure_rt.progress import Progress, no_progress
 from unicure_rt.runtime.embed import embed_profiles, mean_embedding
-from unicure_rt.runtime.sessions import RuntimeOptions, create_session
+from unicure_rt.runtime.sessions import RuntimeOptions, cell_feed, create_session
 from unicure_rt.runtime.tokenizer import Tokenizer
 
 NO_DRUG = "(no drug)"
@@ -87,8 +87,7 @@ def predict_expression(
             parts: list[tuple[list[str], np.ndarray]] = []
             if len(drug_ids):
                 drugs = drug_vectors(drug_embeddings, dose)
-                batch = np.repeat(cell[None, :], len(drugs), axis=0)
-                feeds = {"cell_embedding": batch, "drug": drugs}
+                feeds = {"cell_embedding": cell_feed(flexpert, cell, len(drugs)), "drug": drugs}
                 parts.append((list(drug_ids), flexpert.run(["expression"], feeds)[0]))
             parts += [([p.label], pair_expression(flexpert, cell, p, dose)) for p in pairs]
             for ids, expression in parts:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.drugs.vectors import control_vectors, drug_vectors
+from unicure_rt.runtime.sessions import cell_feed
 from unicure_rt.scoring.effects import (
     dose_mean,
     drug_effects,
@@ -23,9 +23,6 @@ from unicure_rt.scoring.effects import (
 )
 from unicure_rt.scoring.null import NullSummary, null_summary
 from unicure_rt.scoring.options import ScoreOptions
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
@@ -54,10 +51,10 @@ class FlexPertRunner:
         self._first_of: np.ndarray | None = None  # `_note_identical_rows`, found on the 1st pass
 
     def _repeated(self, index: int, cell: np.ndarray, rows: int) -> np.ndarray:
-        """`cell` repeated `rows` times (cached: every full batch reuses the same array)."""
+        """`cell`'s feed for `rows` drugs (`cell_feed`; cached: every full batch reuses it)."""
         key = (index, rows)
         if key not in self._cells:
-            self._cells[key] = np.repeat(cell[None, :], rows, axis=0)
+            self._cells[key] = cell_feed(self.session, cell, rows)
         return self._cells[key]
 
     def _run(self, cells: np.ndarray, drugs: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from unicure_rt.drugs.encoder import encode_smiles
 from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.drugs.vectors import control_vectors, drug_vectors
 from unicure_rt.runtime.embed import embed_profiles, mean_embedding
-from unicure_rt.runtime.sessions import RuntimeOptions, create_session
+from unicure_rt.runtime.sessions import RuntimeOptions, cell_feed, create_session
 from unicure_rt.runtime.tokenizer import Tokenizer
 from unicure_rt.scoring.effects import (
     dose_mean,
@@ -47,8 +47,9 @@ class EffectModel(Protocol):
     def embed(self, profiles: pd.DataFrame) -> np.ndarray:
         """Cell embeddings `float32[n, dim]` of log2 profiles (rows) over gene columns."""
 
-    def predict(self, cells: np.ndarray, drugs: np.ndarray, dose: float) -> np.ndarray:
-        """Expression `[n, n_genes]` of `cells[n, dim]` under `drugs[n, k]` at `dose` µM."""
+    def predict(self, cell: np.ndarray, drugs: np.ndarray, dose: float) -> np.ndarray:
+        """Expression `[n, n_genes]` of one cell (`cell[dim]`) under each of `drugs[n, k]` at
+        `dose` µM."""
 
     def predict_control(self, cells: np.ndarray) -> np.ndarray:
         """Expression `[n, n_genes]` of `cells` under no drug."""
@@ -86,8 +87,8 @@ class BundleModel:
     def _run(self, cells: np.ndarray, drugs: np.ndarray) -> np.ndarray:
         return self.flexpert.run(["expression"], {"cell_embedding": cells, "drug": drugs})[0]
 
-    def predict(self, cells: np.ndarray, drugs: np.ndarray, dose: float) -> np.ndarray:
-        return self._run(cells, drug_vectors(drugs, dose))
+    def predict(self, cell: np.ndarray, drugs: np.ndarray, dose: float) -> np.ndarray:
+        return self._run(cell_feed(self.flexpert, cell, len(drugs)), drug_vectors(drugs, dose))
 
     def predict_control(self, cells: np.ndarray) -> np.ndarray:
         return self._run(cells, control_vectors(len(cells)))
@@ -101,10 +102,6 @@ class BundleModel:
         if (~in_library).any():
             out[~in_library] = encode_smiles(panel["smiles"][~in_library].tolist(), self.bundle)
         return out
-
-
-def _repeat(cell: np.ndarray, rows: int) -> np.ndarray:
-    return np.ascontiguousarray(np.repeat(cell[None, :], rows, axis=0))
 
 
 def ranking_key(effect: str, rank_by: str) -> str:
@@ -148,9 +145,8 @@ def unit_scores(
         for start in range(0, len(drugs), DRUG_BATCH):
             batch = drugs[start : start + DRUG_BATCH]
             stop = start + len(batch)
-            repeated = _repeat(cell, len(batch))
             for j, dose in enumerate(doses):
-                predicted = model.predict(repeated, batch, dose)[:, genes]
+                predicted = model.predict(cell, batch, dose)[:, genes]
                 for effect in effects:
                     baseline = effect_baseline(effect, tumour[i], control)
                     change = drug_effects(predicted, baseline, min_rms=effect_min_rms(effect))
@@ -188,8 +184,7 @@ def mean_effects(
     total = np.zeros((len(drugs), len(model.genes)))
     for start in range(0, len(drugs), DRUG_BATCH):
         batch = drugs[start : start + DRUG_BATCH]
-        repeated = _repeat(cell, len(batch))
         for dose in doses:
-            total[start : start + len(batch)] += model.predict(repeated, batch, dose)
+            total[start : start + len(batch)] += model.predict(cell, batch, dose)
     mean = total / len(doses)
     return {e: mean - effect_baseline(e, tumour, control) for e in effects}

@@ -91,7 +91,12 @@ def _validation_drugs(
     doses = np.array(REFERENCE_DOSES_UM + (0.0,))
     single = np.concatenate([drug_vectors(embeddings[i : i + 1], d) for i, d in enumerate(doses)])
     combination = np.concatenate([single, single[::-1]], axis=1)
-    return {"single_drugs": (cells, single), "combinations": (cells, combination)}
+    return {
+        "single_drugs": (cells, single),
+        "combinations": (cells, combination),
+        "one_cell_single_drugs": (cells[:1], single),
+        "one_cell_combinations": (cells[:1], combination),
+    }
 
 
 @torch.no_grad()
@@ -108,7 +113,8 @@ def _build_cases(model: UniCure, tokenizer: Tokenizer, options: ExportOptions) -
         }
     c = model.config
     for name, (cells, drugs) in _validation_drugs(c.cell_dim, c.drug_dim, options.seed).items():
-        expected = model.predict(torch.from_numpy(cells), torch.from_numpy(drugs)).numpy()
+        per_drug = np.broadcast_to(cells, (len(drugs), cells.shape[1]))
+        expected = model.predict(torch.from_numpy(per_drug.copy()), torch.from_numpy(drugs)).numpy()
         cases["flexpert"][name] = {
             "cell_embedding": cells,
             "drug": drugs,
@@ -168,7 +174,7 @@ def export_bundle(
         export_graph(
             _SplitModel(flexpert_graph(model.flexpert), model.adaptor),
             graphs[1],
-            (torch.from_numpy(drugs["cell_embedding"][:2]), torch.from_numpy(drugs["drug"][:2])),
+            (torch.from_numpy(drugs["cell_embedding"][:1]), torch.from_numpy(drugs["drug"][:2])),
             staging,
         )
         for name, source in options.extra_files.items():

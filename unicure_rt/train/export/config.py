@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unicure_rt.bundle.schema import CELL_ROWS
 from unicure_rt.train.models.config import UniCureConfig
 
 
@@ -27,6 +28,10 @@ class GraphConfig:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     atol: float = 1e-4
+    # named axes the graph broadcasts against the batch (size 1 or the batch's size): traced at
+    # size 1, because the exporter cannot trace a broadcast between two dynamic sizes, and named
+    # in the ONNX file afterwards (`onnx_export.name_broadcast_axes`)
+    broadcast_axes: tuple[str, ...] = ()
 
     @property
     def filename(self) -> str:
@@ -39,7 +44,11 @@ class GraphConfig:
         argument names.
         """
         return tuple(
-            {axis: dims[size] for axis, size in enumerate(spec.shape) if isinstance(size, str)}
+            {
+                axis: dims[size]
+                for axis, size in enumerate(spec.shape)
+                if isinstance(size, str) and size not in self.broadcast_axes
+            }
             for spec in self.inputs
         )
 
@@ -65,12 +74,15 @@ def backbone_graph_config(config: UniCureConfig, atol: float = 1e-4) -> GraphCon
 
 
 def flexpert_graph_config(config: UniCureConfig, atol: float = 1e-4) -> GraphConfig:
+    """The cell side is the same for every drug a patient is scored against, so the graph takes
+    one cell row for a whole batch of drugs (or one per drug) and computes it once per row."""
     return GraphConfig(
         name="flexpert",
         inputs=(
-            TensorSpec("cell_embedding", "float32", ("batch", config.cell_dim)),
+            TensorSpec("cell_embedding", "float32", (CELL_ROWS, config.cell_dim)),
             TensorSpec("drug", "float32", ("batch", "drug_length")),
         ),
         outputs=(TensorSpec("expression", "float32", ("batch", config.n_genes)),),
         atol=atol,
+        broadcast_axes=(CELL_ROWS,),
     )

@@ -6,6 +6,13 @@ against the plain PyTorch model:
 - the token path (normalise -> Linear -> GELU -> LayerNorm -> x sqrt(d)) is a fixed function of
   the token id, so it is precomputed into a `[vocab, d_model]` table;
 - the cell head runs on the CLS position only (the model already does so);
+- the query and key maps are linear, so a query's logit against a drug window is that window
+  times `scale · Wkᵀ (Wq x + bq)` plus `scale · q·bk`; the second term is the same for every
+  window of the query and cancels in the softmax, so the cell side folds into one
+  `window -> window` map of the cell windows (`cell_query`) and keys are never projected;
+- the cell side reads only the cell embedding, so the graph computes it once per cell and
+  broadcasts it over the drug batch: `cell_embedding` may have one row for a whole batch of
+  drugs (`CELL_ROWS`, see `export/config.py`);
 - `value_map` is linear and attention rows sum to one, so attention weights the raw drug windows
   and `value_map` merges into `fusion_decoder.0` (when the attention is at least as wide as a
   window, where this saves work);
@@ -50,15 +57,25 @@ class FlexPertGraph(nn.Module):
 
     `value_map` folds into the fusion layer only where that saves work (`attn_dim >= window`,
     as in the published 64/32); for narrower attention, projecting the values first is cheaper.
+    No reshape of the cell side names the batch size, so a graph traced with one cell row runs
+    any number of them (one, broadcast over the drugs, or one per drug).
     """
 
     @torch.no_grad()
     def __init__(self, flexpert: FlexPert) -> None:
         super().__init__()
         c = flexpert.config
-        self.window, self.stride, self.scale = c.window, c.stride, 1.0 / math.sqrt(c.attn_dim)
-        self.query_map, self.key_map = flexpert.query_map, flexpert.key_map
+        self.window, self.stride = c.window, c.stride
+        scale = 1.0 / math.sqrt(c.attn_dim)
+        starts = torch.arange(c.n_cell_windows) * c.stride
+        self.register_buffer("cell_window_index", starts[:, None] + torch.arange(c.window))
+        wq, bq = flexpert.query_map.weight, flexpert.query_map.bias
+        wk = flexpert.key_map.weight
+        self.cell_query = nn.Linear(c.window, c.window)
+        self.cell_query.weight.copy_(scale * (wk.T @ wq))
+        self.cell_query.bias.copy_(scale * (bq @ wk))
         self.fold_values = c.attn_dim >= c.window
+        self.fused_width = c.n_cell_windows * (c.window if self.fold_values else c.attn_dim)
         w0, b0 = flexpert.fusion_decoder[0].weight, flexpert.fusion_decoder[0].bias
         if self.fold_values:
             wv, bv = flexpert.value_map.weight, flexpert.value_map.bias
@@ -78,12 +95,11 @@ class FlexPertGraph(nn.Module):
         self.out = flexpert.decoder[3]
 
     def forward(self, cell_embedding: torch.Tensor, drug: torch.Tensor) -> torch.Tensor:
-        q = self.query_map(windows(cell_embedding, self.window, self.stride))
+        queries = self.cell_query(cell_embedding[:, self.cell_window_index])
         drug_windows = windows(drug, self.window, self.stride)
-        keys = self.key_map(drug_windows).transpose(1, 2)
-        attention = torch.softmax((q @ keys) * self.scale, dim=-1)
+        attention = torch.softmax(queries @ drug_windows.transpose(1, 2), dim=-1)
         values = drug_windows if self.fold_values else self.value_map(drug_windows)
-        fused = self.fusion_in((attention @ values).flatten(1))
+        fused = self.fusion_in((attention @ values).reshape(-1, self.fused_width))
         return self.out(torch.relu(self.fusion_out(torch.relu(fused))))
 
 

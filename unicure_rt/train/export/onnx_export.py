@@ -30,6 +30,7 @@ def export_graph(
     attention reshapes.
     """
     names = {size for spec in graph.inputs for size in spec.shape if isinstance(size, str)}
+    names -= set(graph.broadcast_axes)
     max_dims = max_dims or {}
     dims = {n: Dim(n, max=max_dims[n]) if n in max_dims else Dim(n) for n in names}
     n_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
@@ -48,6 +49,7 @@ def export_graph(
             verbose=False,
         )
         drop_debug_metadata(program.model)
+        name_broadcast_axes(program.model, graph)
         program.save(str(path), external_data=n_bytes > EXTERNAL_DATA_THRESHOLD)
     return path
 
@@ -63,3 +65,30 @@ def drop_debug_metadata(model) -> None:
     for graph in graphs:
         for node in graph.all_nodes():
             node.metadata_props.clear()
+
+
+def name_broadcast_axes(model, graph: GraphConfig) -> None:
+    """Give the axes of `graph.broadcast_axes`, traced at size 1, their names in the graph's
+    inputs, and drop the intermediate shapes inferred at size 1.
+
+    ONNX Runtime infers shapes again when it loads the file; left in place, the traced ones
+    would let it specialise operators to a single row. The parity gate runs both a one-row and
+    a one-per-drug case, so a graph that still assumed one row would not pass it.
+    """
+    if not graph.broadcast_axes:
+        return
+    import onnx_ir as ir
+
+    specs = {spec.name: spec for spec in graph.inputs}
+    for value in model.graph.inputs:
+        spec = specs[value.name]
+        named = [
+            size if size in graph.broadcast_axes else dim
+            for size, dim in zip(spec.shape, value.shape, strict=True)
+        ]
+        value.shape = ir.Shape(named)
+    outputs = {id(value) for value in model.graph.outputs}
+    for node in model.graph.all_nodes():
+        for value in node.outputs:
+            if id(value) not in outputs:
+                value.shape = None

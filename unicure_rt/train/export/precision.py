@@ -45,6 +45,7 @@ import numpy as np
 from unicure_rt.defaults import REFERENCE_DOSES_UM
 from unicure_rt.drugs.vectors import drug_vectors
 from unicure_rt.errors import UserError
+from unicure_rt.runtime.sessions import cell_feed
 from unicure_rt.runtime.tokenizer import Tokenizer
 from unicure_rt.scoring.effects import ascending_ranks, reversal_scores
 
@@ -237,8 +238,8 @@ def _cell_embeddings(session, tokenizer: Tokenizer, profiles: np.ndarray, seed: 
 
 
 def _expression(session, cell: np.ndarray, drugs: np.ndarray) -> np.ndarray:
-    cells = np.repeat(cell[None, :], len(drugs), axis=0)
-    return session.run(["expression"], {"cell_embedding": cells, "drug": drugs})[0]
+    feeds = {"cell_embedding": cell_feed(session, cell, len(drugs)), "drug": drugs}
+    return session.run(["expression"], feeds)[0]
 
 
 def measure_fidelity(
