@@ -30,8 +30,8 @@ add_paths()
 
 N_VOCAB_GENES = 19_000  # the "~19k genes" of a human UCE vocabulary (assumed round figure)
 HUMAN_CHROMOSOMES = [str(i) for i in range(1, 23)] + ["X", "Y", "MT"]
-W1_TAG = "w1-published-flexpert-v2"  # v2: one cell row per batch
-W4P_TAG = "w4p-published-flexpert-landmarks-v2"
+W1_TAG = "w1-published-flexpert-v3"  # v3: one cell row per batch, its layer float32 in int8
+W4P_TAG = "w4p-published-flexpert-landmarks-v3"
 
 
 def output_genes() -> list[str]:

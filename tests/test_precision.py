@@ -123,6 +123,20 @@ def test_variant_predictions_stay_close_to_pytorch(variant):
     np.testing.assert_allclose(got, want, atol=0.02 if name == "int8" else 2e-3)
 
 
+def test_int8_keeps_the_layer_of_the_broadcast_cell_row_in_float32(int8_bundle):
+    """The folded query map reads only the cell row, which the graph computes once per cell:
+    it stays a float32 MatMul; every layer that reads the drugs is quantized."""
+    out, _ = int8_bundle
+    model = onnx.load(str(out / "flexpert.onnx"))
+    weights = {t.name: t.data_type for t in model.graph.initializer}
+    float_matmuls = [
+        n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights
+    ]
+    assert float_matmuls == precision.per_cell_nodes(model)
+    assert len(float_matmuls) == 1
+    assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) >= 2
+
+
 def test_measure_fidelity_of_a_bundle_against_itself(int8_bundle):
     out, _ = int8_bundle
     fidelity = precision.measure_fidelity(out, out, n_profiles=2, n_drugs=60)

@@ -17,7 +17,9 @@ fp32 ONNX files and replaces them in the bundle (a bundle holds one precision; i
   weights) or QUInt8 weights avoid that. The default is QUInt8, per-channel, full range: of the
   settings that are safe on every CPU it is the closest to fp32 (see `INT8_SETTINGS`). On CPUs
   with VNNI the session runs these weights as the equal int8 ones
-  (`unicure_rt.runtime.int8_weights`).
+  (`unicure_rt.runtime.int8_weights`). Layers that read only a broadcast cell row
+  (`per_cell_nodes`) stay float32: they run once per cell, so int8 would save nothing there and
+  would put one error into every drug's prediction.
 
 Every variant records its fidelity against fp32 under the manifest key `fidelity`, measured on
 a scoring task like real use (`measure_fidelity`): a few cell embeddings from random sentences x
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unicure_rt.bundle.schema import CELL_ROWS
 from unicure_rt.defaults import REFERENCE_DOSES_UM
 from unicure_rt.drugs.vectors import drug_vectors
 from unicure_rt.errors import UserError
@@ -82,6 +85,7 @@ INT8_SETTINGS = {
     "reduce_range": False,
     "per_channel": True,
     "op_types": ["MatMul", "Gemm"],
+    "float32_layers": "reading only a broadcast cell row",
 }
 
 
@@ -154,6 +158,30 @@ def _typed_model(source: Path):
     return model
 
 
+def per_cell_nodes(model) -> list[str]:
+    """Names of `model`'s MatMul/Gemm nodes that read only the cell rows of an input whose first
+    axis is `CELL_ROWS` (a graph that broadcasts one cell over its drug batch) and constants."""
+    per_cell = {
+        value.name
+        for value in model.graph.input
+        if value.type.tensor_type.shape.dim
+        and value.type.tensor_type.shape.dim[0].dim_param == CELL_ROWS
+    }
+    constants = {tensor.name for tensor in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        inputs = [name for name in node.input if name]
+        if node.op_type == "Constant":
+            constants.update(node.output)
+        elif any(x in per_cell for x in inputs) and all(
+            x in per_cell or x in constants for x in inputs
+        ):
+            per_cell.update(node.output)
+            if node.op_type in ("MatMul", "Gemm"):
+                found.append(node.name)
+    return found
+
+
 def fp16_graph(source: Path, target: Path) -> dict:
     """float16 weights and compute; float32 graph inputs/outputs and `FP16_BLOCKED_OPS`."""
     from onnxruntime.transformers import float16
@@ -183,11 +211,13 @@ def int8_graph(source: Path, target: Path, settings: dict | None = None) -> dict
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns about pre-processing on every call
+    model = _typed_model(source)
     try:
         quantize_dynamic(
-            _typed_model(source),
+            model,
             target,
             op_types_to_quantize=list(settings["op_types"]),
+            nodes_to_exclude=per_cell_nodes(model),
             per_channel=settings["per_channel"],
             reduce_range=settings["reduce_range"],
             weight_type=QuantType[settings["weight_type"]],
