@@ -826,14 +826,16 @@ def run_demo(
             "files_bytes": sizes,
             "total_bytes": sum(sizes.values()),
         }
-        # Final model card with measured sizes and times; the manifest is rewritten to hash it.
-        (bundle_out / MODEL_CARD).write_text(render_model_card(record))
-        sizes = _dir_size(bundle_out)
-        record["bundle"] = {
-            "path": str(bundle_out),
-            "files_bytes": sizes,
-            "total_bytes": sum(sizes.values()),
-        }
+        # Final model card with measured sizes and times. It lists its own size, so it is
+        # rendered a second time once that size is known; the manifest is rewritten to hash it.
+        for _ in range(2):
+            (bundle_out / MODEL_CARD).write_text(render_model_card(record))
+            sizes = _dir_size(bundle_out)
+            record["bundle"] = {
+                "path": str(bundle_out),
+                "files_bytes": sizes,
+                "total_bytes": sum(sizes.values()),
+            }
         manifest = {k: v for k, v in manifest.items() if k not in ("files", "format_version")}
         write_manifest(bundle_out, manifest)
         shutil.copyfile(bundle_out / MODEL_CARD, out / MODEL_CARD)
