@@ -12,7 +12,7 @@ against the plain PyTorch model:
   `window -> window` map of the cell windows (`cell_query`) and keys are never projected;
 - the cell side reads only the cell embedding, so the graph computes it once per cell and
   broadcasts it over the drug batch: `cell_embedding` may have one row for a whole batch of
-  drugs (`CELL_ROWS`, see `export/config.py`);
+  drugs (`CELL_ROWS`, `bundle/schema.py`);
 - `value_map` is linear and attention rows sum to one, so attention weights the raw drug windows
   and `value_map` merges into `fusion_decoder.0` (when the attention is at least as wide as a
   window, where this saves work);
