@@ -30,6 +30,8 @@ def graph_macs(path: Path, batch: int = 8) -> dict:
     import onnx
     import onnxruntime as ort
 
+    from unicure_rt.runtime.sessions import cell_feed
+
     model = onnx.load(str(path))
     inits = {t.name: list(t.dims) for t in model.graph.initializer}
     nodes = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
@@ -46,8 +48,6 @@ def graph_macs(path: Path, batch: int = 8) -> dict:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options)
-    from unicure_rt.runtime.sessions import cell_feed
-
     rng = np.random.default_rng(0)
     cell = cell_feed(session, rng.normal(size=1280), batch)
     drug = rng.normal(size=(batch, 528)).astype(np.float32)

@@ -8,6 +8,7 @@ manifest hashing every file already in `directory` (e.g. a drug encoder graph wr
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,15 @@ from unicure_rt.bundle.load import write_manifest
 CELL_DIM = 8
 GENES = ["GENEA", "GENEB", "GENEC"]
 PRECOMPUTED = {"id": "unimol-512", "kind": "precomputed", "dim": 512}
+
+
+def per_drug_flexpert_inputs(cell_dim: int = 1280) -> list[SimpleNamespace]:
+    """`get_inputs()` of a flexpert graph exported before the `cells` axis (one cell row per
+    drug), for session stand-ins that `runtime.sessions.cell_feed` reads."""
+    return [
+        SimpleNamespace(name="cell_embedding", shape=["batch", cell_dim]),
+        SimpleNamespace(name="drug", shape=["batch", "drug_length"]),
+    ]
 
 
 def _save(model, path: Path) -> None:

@@ -8,12 +8,12 @@ import itertools
 import json
 from math import comb
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from fake_bundles import per_drug_flexpert_inputs
 from typer.testing import CliRunner
 
 from unicure_rt.cli.app import app
@@ -56,11 +56,7 @@ class StubFlexPert:
         return np.tanh(arm.astype(np.float64)) @ self.weights
 
     def get_inputs(self):
-        """The signature of a graph that takes one cell row per drug."""
-        return [
-            SimpleNamespace(name="cell_embedding", shape=["batch", 1280]),
-            SimpleNamespace(name="drug", shape=["batch", "drug_length"]),
-        ]
+        return per_drug_flexpert_inputs()
 
     def run(self, outputs, feeds):
         assert outputs == ["expression"]

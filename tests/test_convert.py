@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import pathlib
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from fake_bundles import per_drug_flexpert_inputs
 from published_fixtures import RENAME_CASES, make_published_state_dict, make_uce_files
 from reference_impl import reference_cell_embedding, reference_expression, reference_forward
 
@@ -514,11 +514,7 @@ class _ReferenceSession:
         self.state = state
 
     def get_inputs(self):
-        """The signature of a graph that takes one cell row per drug."""
-        return [
-            SimpleNamespace(name="cell_embedding", shape=["batch", 1280]),
-            SimpleNamespace(name="drug", shape=["batch", "drug_length"]),
-        ]
+        return per_drug_flexpert_inputs()
 
     def run(self, _outputs, feeds):
         expression = reference_expression(self.state, feeds["cell_embedding"], feeds["drug"])

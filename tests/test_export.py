@@ -176,6 +176,8 @@ def test_flexpert_graph_broadcasts_one_cell_row_over_the_drugs(exported, batch):
     and `cell_feed` gives such a graph one row, an older graph (`batch` rows) one per drug."""
     from types import SimpleNamespace
 
+    from fake_bundles import per_drug_flexpert_inputs
+
     from unicure_rt.runtime.sessions import cell_feed
 
     _padding, reference_model, out, _, _ = exported
@@ -195,12 +197,7 @@ def test_flexpert_graph_broadcasts_one_cell_row_over_the_drugs(exported, batch):
         with torch.no_grad():
             want = reference_model.predict(torch.from_numpy(repeated), torch.from_numpy(drugs))
         np.testing.assert_allclose(one, want.numpy(), atol=1e-4, rtol=0)
-    older = SimpleNamespace(
-        get_inputs=lambda: [
-            SimpleNamespace(name="cell_embedding", shape=["batch", 1280]),
-            SimpleNamespace(name="drug", shape=["batch", "drug_length"]),
-        ]
-    )
+    older = SimpleNamespace(get_inputs=per_drug_flexpert_inputs)
     np.testing.assert_array_equal(cell_feed(older, cell, batch), repeated)
 
 
