@@ -162,7 +162,8 @@ def _roof(r: dict) -> list[str]:
         "",
         f"Peak used: **{peak['peak_gflops']:.0f} GFLOP/s** ({peak['peak_from']}).",
         "",
-        f"Achieved by the fp32 graph (only `session.run` over W1's inputs, batches of 4,096, "
+        f"Achieved by the fp32 graph (only `session.run` over W1's inputs, batches of "
+        f"{r.get('drug_batch', 4096):,}, "
         f"median {r['graph_only']['median_s']:.2f} s): **{r['achieved_gflops_graph_only']:.0f} "
         f"GFLOP/s = {r['fraction_of_peak']:.0%} of peak** (best repeat "
         f"{r['achieved_gflops_graph_only_best']:.0f} GFLOP/s).",
@@ -189,7 +190,7 @@ def _roof(r: dict) -> list[str]:
             "",
             "Session options and drug batch size, each timed over one dose of W1 against the "
             "default configuration (ORT_ENABLE_ALL, default threads, spinning on, arena on, "
-            "batch 4,096) in alternation:",
+            f"batch {r.get('drug_batch', 4096):,}) in alternation:",
             "",
             "| configuration | median s | default median s | speed vs default |",
             "| --- | --- | --- | --- |",
@@ -198,6 +199,20 @@ def _roof(r: dict) -> list[str]:
             lines.append(
                 f"| {row['config']} | {row['median_s']:.3f} | {row['default_median_s']:.3f} | "
                 f"{row['speed_vs_default']:.2f}x |"
+            )
+    if r.get("scoring_batches"):
+        lines += [
+            "",
+            "The whole fp32 scoring path of W1 (`w1_flexpert.candidate`: FlexPert runs, effects, "
+            "scores, the per-drug null, ranking) at each drug batch size, in alternation:",
+            "",
+            "| drug batch | median s | min s | max s |",
+            "| --- | --- | --- | --- |",
+        ]
+        for row in r["scoring_batches"]:
+            label = f"{row['drug_batch']:,}" + (" (default)" if row["default"] else "")
+            lines.append(
+                f"| {label} | {row['median_s']:.2f} | {row['min_s']:.2f} | {row['max_s']:.2f} |"
             )
     return lines
 

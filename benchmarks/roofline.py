@@ -9,7 +9,8 @@
   and through the whole scoring path (from W1).
 - Where time goes: ONNX Runtime's profiler, time per operator type.
 - Knobs: session options (threads, spinning, arena, optimisation level) and the drug batch size,
-  each timed against the default configuration in alternation.
+  each timed against the default configuration in alternation; and the drug batch size of the
+  whole scoring path (W1's fp32 candidate), where numpy's work between runs shares the cores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import models
 import numpy as np
 import w1_flexpert
 from common import alternate, summary, target
+
+# Drug batch sizes compared with `score`'s default (graph alone and whole scoring path).
+SWEEP_BATCHES = (256, 512, 1024, 4096, 8192)
 
 
 def graph_macs(path: Path, batch: int = 8) -> dict:
@@ -136,13 +140,21 @@ def gemm_peak(repeats: int) -> dict:
     return {"measurements": found, "peak_gflops": found[best]["best_gflops"], "peak_from": best}
 
 
-def graph_inputs(session, problem, drug_batch: int = 4096) -> list[dict]:
+def default_drug_batch() -> int:
+    """`score`'s drugs per FlexPert run (`ScoreOptions.drug_batch`)."""
+    from unicure_rt.scoring.options import ScoreOptions
+
+    return ScoreOptions().drug_batch
+
+
+def graph_inputs(session, problem, drug_batch: int | None = None) -> list[dict]:
+    """Feeds for every dose and drug batch of W1 (`score`'s batch size unless given)."""
     from unicure_rt.drugs.vectors import drug_vectors
     from unicure_rt.runtime.sessions import cell_feed
 
     feeds = []
     for dose in problem.doses:
-        for _start, emb in problem.library.iter_batches(drug_batch):
+        for _start, emb in problem.library.iter_batches(drug_batch or default_drug_batch()):
             feeds.append(
                 {
                     "cell_embedding": cell_feed(session, problem.cell, len(emb)),
@@ -214,24 +226,25 @@ def sweep(path: Path, problem, repeats: int, physical: int) -> list[dict]:
     one_dose = type(problem)(
         problem.library, problem.cell, problem.tumour, problem.normal, problem.genes, (1.11,)
     )
+    default = default_drug_batch()
     base_session = _session(path)
-    base_feeds = graph_inputs(base_session, one_dose, 4096)
+    base_feeds = graph_inputs(base_session, one_dose, default)
     configs = {
-        f"intra_op_threads={physical} (physical cores)": ({"threads": physical}, 4096),
-        "intra_op_threads=1": ({"threads": 1}, 4096),
-        "allow_spinning=0": ({"spinning": "0"}, 4096),
-        "cpu_mem_arena off": ({"no_arena": True}, 4096),
-        "graph level BASIC": ({"level": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}, 4096),
-        "graph level EXTENDED": ({"level": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}, 4096),
-        "drug_batch=256": ({}, 256),
-        "drug_batch=1024": ({}, 1024),
-        "drug_batch=2048": ({}, 2048),
-        "drug_batch=8192": ({}, 8192),
+        f"intra_op_threads={physical} (physical cores)": ({"threads": physical}, default),
+        "intra_op_threads=1": ({"threads": 1}, default),
+        "allow_spinning=0": ({"spinning": "0"}, default),
+        "cpu_mem_arena off": ({"no_arena": True}, default),
+        "graph level BASIC": ({"level": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}, default),
+        "graph level EXTENDED": (
+            {"level": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED},
+            default,
+        ),
+        **{f"drug_batch={b}": ({}, b) for b in SWEEP_BATCHES if b != default},
     }
     rows = []
     for label, (opts, batch) in configs.items():
         session = _session(path, **opts) if opts else base_session
-        feeds = graph_inputs(session, one_dose, batch) if batch != 4096 else base_feeds
+        feeds = graph_inputs(session, one_dose, batch) if batch != default else base_feeds
         run_graph(session, feeds[:1])
         times = alternate(
             {
@@ -250,6 +263,22 @@ def sweep(path: Path, problem, repeats: int, physical: int) -> list[dict]:
             }
         )
     return rows
+
+
+def scoring_batches(session, problem, repeats: int) -> list[dict]:
+    """W1's whole fp32 scoring path (`w1_flexpert.candidate`) at each of `SWEEP_BATCHES`, in
+    alternation: unlike the graph alone, it alternates ONNX Runtime runs with numpy work."""
+    times = alternate(
+        {
+            f"drug_batch={b}": lambda b=b: w1_flexpert.candidate(session, problem, drug_batch=b)
+            for b in SWEEP_BATCHES
+        },
+        repeats,
+    )
+    return [
+        {"drug_batch": b, **summary(times[f"drug_batch={b}"]), "default": b == default_drug_batch()}
+        for b in SWEEP_BATCHES
+    ]
 
 
 def run(args, work: Path, w1_result: dict | None = None) -> dict:
@@ -283,6 +312,7 @@ def run(args, work: Path, w1_result: dict | None = None) -> dict:
         "achieved_gflops_graph_only": achieved,
         "achieved_gflops_graph_only_best": best_achieved,
         "fraction_of_peak": achieved / peak["peak_gflops"],
+        "drug_batch": default_drug_batch(),
     }
     if w1_result:
         e2e = w1_result["times"]["unicure_rt_fp32"]["median_s"]
@@ -296,6 +326,8 @@ def run(args, work: Path, w1_result: dict | None = None) -> dict:
     if not args.quick:
         print("[bench] roofline: session option / batch sweep", flush=True)
         result["sweep"] = sweep(flex, problem, 3, cpu_info()["physical_cores"] or 1)
+        print("[bench] roofline: scoring path per drug batch", flush=True)
+        result["scoring_batches"] = scoring_batches(fp32, problem, 3)
     frac = result["fraction_of_peak"]
     result["targets"] = [
         target(

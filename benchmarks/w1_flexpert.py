@@ -115,13 +115,18 @@ def baseline(flexpert, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     return mean, ranks
 
 
-def candidate(session, problem: Problem, drug_batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """unicure-rt's own scoring path for one profile (one draw)."""
+def candidate(
+    session, problem: Problem, drug_batch: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """unicure-rt's own scoring path for one profile (one draw), in `score`'s drug batches
+    unless `drug_batch` is given."""
     from unicure_rt.scoring.options import ScoreOptions
     from unicure_rt.scoring.pipeline import _profile_ranking
     from unicure_rt.scoring.runner import FlexPertRunner
 
-    options = ScoreOptions(doses=problem.doses, draws=1, drug_batch=drug_batch)
+    options = ScoreOptions(doses=problem.doses, draws=1)
+    if drug_batch:
+        options.drug_batch = drug_batch
     runner = FlexPertRunner(session, problem.library, options)
     table, _ = _profile_ranking(
         runner,

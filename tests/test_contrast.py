@@ -214,3 +214,37 @@ def test_terminal_lists_a_compound_under_several_ids_once():
     flags = ranked.assign(antineoplastic=[None, True, None, False, None, None])
     shown = top_compounds(flags, 10)  # a compound is flagged when one of its ids is
     assert [l01_mark(f) for f in shown["antineoplastic"]] == ["yes", "", "", ""]
+
+
+def test_scores_and_null_do_not_depend_on_the_drug_batch(bundle, patient):
+    """Every drug's prediction is computed alone, so batch sizes (here 7 and `score`'s default)
+    give the same predictions to the last bit, and the same scores and null up to float64
+    rounding (BLAS's products block rows by the batch), also over a subset of the output genes."""
+    library = resolve_library(bundle, None)
+    small = sub_library(library, range(0, 2000, 50))  # 40 drugs
+    session, _ = create_session(bundle.graph_path("flexpert"), RuntimeOptions(device="cpu"))
+    cell = np.random.default_rng(2).normal(size=(1, bundle.manifest["model"]["cell_dim"]))
+    cell = cell.astype(np.float32)
+    genes = np.arange(0, len(bundle.genes), 3)
+    tumour = patient.tumour[bundle.genes].to_numpy(np.float64)[0, genes]
+    signature = tumour - patient.normal[bundle.genes].to_numpy(np.float64)[0, genes]
+    null = permuted_signatures(signature, 50, seed=3)
+    passes = []
+    for batch in (7, ScoreOptions().drug_batch):
+        options = ScoreOptions(doses=(0.5, 5.0), draws=1, effect="contrast", drug_batch=batch)
+        runner = FlexPertRunner(session, small, options)
+        baseline = runner.no_drug(cell)[:, genes]
+        passes.append(runner.scores(cell, genes, baseline, signature, null=null, keep_top=40))
+    small_batches, default_batches = passes
+    assert small_batches.kept.keys() == default_batches.kept.keys() == set(range(40))
+    for row, predictions in small_batches.kept.items():
+        np.testing.assert_array_equal(predictions, default_batches.kept[row])
+    np.testing.assert_allclose(small_batches.scores, default_batches.scores, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(small_batches.null.at_or_below, default_batches.null.at_or_below)
+    for field in ("mean", "sd"):
+        np.testing.assert_allclose(
+            getattr(small_batches.null, field),
+            getattr(default_batches.null, field),
+            rtol=0,
+            atol=1e-15,
+        )

@@ -9,6 +9,7 @@ from unicure_rt.scoring.effects import (
     UNSCORABLE_RMS,
     ascending_ranks,
     dose_mean,
+    drug_effects,
     drug_labels,
     reversal_scores,
 )
@@ -21,6 +22,21 @@ def test_scores_match_scipy_pearson():
     scores = reversal_scores(predicted, tumour, signature)
     expected = [pearsonr(p - tumour, signature).statistic for p in predicted]
     np.testing.assert_allclose(scores, expected, atol=1e-12)
+
+
+def test_effects_over_a_subset_of_genes_equal_those_of_the_subset():
+    rng = np.random.default_rng(1)
+    predicted = rng.normal(size=(30, 40)).astype(np.float32)
+    genes = np.array([3, 0, 7, 21, 22, 39, 5])
+    tumour, signature = rng.normal(size=len(genes)), rng.normal(size=len(genes))
+    subset = np.ascontiguousarray(predicted[:, genes])
+    np.testing.assert_array_equal(
+        drug_effects(predicted, tumour, genes=genes), drug_effects(subset, tumour)
+    )
+    np.testing.assert_array_equal(
+        reversal_scores(predicted, tumour, signature, genes=genes),
+        reversal_scores(subset, tumour, signature),
+    )
 
 
 def test_reversal_scores_minus_one():

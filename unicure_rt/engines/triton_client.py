@@ -98,7 +98,7 @@ def score_profile(
             predicted = infer("flexpert", flexpert_inputs(cell, batch, dose), "expression")
             per_dose[dose].append(
                 reversal_scores(
-                    predicted[:, genes], baseline, signature, min_rms=effect_min_rms(effect)
+                    predicted, baseline, signature, genes=genes, min_rms=effect_min_rms(effect)
                 )
             )
     return dose_mean([np.concatenate(per_dose[dose]) for dose in doses])

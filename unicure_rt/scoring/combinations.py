@@ -217,7 +217,7 @@ class PairScorer:
         return self.runner.session.run(["expression"], feeds)[0].astype(np.float64)
 
     def _effects(self, predicted: np.ndarray) -> np.ndarray:
-        return drug_effects(predicted[:, self.genes], self.baseline, min_rms=self.min_rms)
+        return drug_effects(predicted, self.baseline, genes=self.genes, min_rms=self.min_rms)
 
     def singles(self, embeddings: np.ndarray) -> np.ndarray:
         """`float64[n_arms, n_doses, n_all_genes]`: each arm alone at each pair dose (a drug

@@ -37,12 +37,23 @@ def unit_centred(x: np.ndarray) -> np.ndarray:
         return x / norm
 
 
-def drug_effects(predicted: np.ndarray, baseline: np.ndarray, *, min_rms: float = 0.0):
-    """Centred, unit-norm predicted changes `predicted[i] - baseline` (float64 rows).
+def drug_effects(
+    predicted: np.ndarray,
+    baseline: np.ndarray,
+    *,
+    genes: np.ndarray | None = None,
+    min_rms: float = 0.0,
+) -> np.ndarray:
+    """Centred, unit-norm predicted changes `predicted[i, genes] - baseline` (float64 rows).
 
-    A row whose centred RMS is at most `min_rms` (or exactly 0) is NaN: unscorable.
+    `genes` picks the output columns the input measured (all of them when None; `np.take`, an
+    order of magnitude faster than fancy indexing on a batch of predictions). A row whose
+    centred RMS is at most `min_rms` (or exactly 0) is NaN: unscorable.
     """
-    d = np.asarray(predicted, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    predicted = np.asarray(predicted)
+    if genes is not None:
+        predicted = np.take(predicted, genes, axis=1)
+    d = np.subtract(predicted, baseline, dtype=np.float64)
     d -= d.mean(axis=1, keepdims=True)
     norm = np.sqrt(np.einsum("ij,ij->i", d, d))
     flat = norm <= min_rms * np.sqrt(d.shape[1])
@@ -57,15 +68,18 @@ def reversal_scores(
     baseline: np.ndarray,
     signature: np.ndarray,
     *,
+    genes: np.ndarray | None = None,
     min_rms: float = 0.0,
 ) -> np.ndarray:
-    """Pearson(predicted_i - baseline, signature) for every row i of `predicted[n_drugs, n_genes]`.
+    """Pearson(predicted_i - baseline, signature) for every row i of `predicted[n_drugs, n_genes]`
+    (over the columns `genes`, all when None).
 
     `baseline` is the tumour profile `u` (published effect) or the no-drug prediction
     (contrast). Computed in float64; a predicted change that is constant over the genes, or
     whose centred RMS is at most `min_rms`, scores NaN.
     """
-    return drug_effects(predicted, baseline, min_rms=min_rms) @ unit_centred(signature)
+    effects = drug_effects(predicted, baseline, genes=genes, min_rms=min_rms)
+    return effects @ unit_centred(signature)
 
 
 def effect_baseline(effect: str, tumour: np.ndarray, no_drug: np.ndarray) -> np.ndarray:

@@ -25,13 +25,24 @@ def permuted_signatures(signature: np.ndarray, permutations: int, seed: int) -> 
     return unit_centred(shuffled)
 
 
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on one thread.
+
+    Used around loops that alternate ONNX Runtime runs with numpy work: BLAS threads left
+    spinning after a numpy product take cores from ONNX Runtime's threads (measured with W1's
+    published-size FlexPert on 2 cores: 512-drug batches ran 8.2 s instead of 5.5 s). Products
+    on one thread also round the same on every machine, whatever its core count.
+    """
+    from threadpoolctl import threadpool_limits  # lazy: scoring's start-up stays small
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def null_scores(effects: np.ndarray, null: np.ndarray) -> np.ndarray:
     """`effects[n, genes] @ null[k, genes].T` on one BLAS thread: a multi-threaded product
     rounds differently with the thread count, and a Ray worker (1 thread) must give the same
     p-values, to the last bit, as this machine's `score` (all cores)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return effects @ null.T
 
 

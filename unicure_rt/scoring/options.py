@@ -30,7 +30,10 @@ class ScoreOptions:
     doses: tuple[float, ...] = REFERENCE_DOSES_UM
     draws: int = 3
     seed: int = 0
-    drug_batch: int = 4096
+    # Drugs per FlexPert run. 512 rather than 4,096: on 2 cores W1's scoring path (published-size
+    # FlexPert) ran about 10% faster (`benchmarks/roofline.py`'s sweep; scores identical, every
+    # row is computed alone) and a batch's predictions and effects take an eighth of the memory.
+    drug_batch: int = 512
     prediction_top: int = 0  # keep predicted expression of the top N drugs per profile
     effect: str = "published"
     rank_by: str = "score"

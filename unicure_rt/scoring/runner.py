@@ -21,7 +21,7 @@ from unicure_rt.scoring.effects import (
     effect_min_rms,
     unit_centred,
 )
-from unicure_rt.scoring.null import NullSummary, null_summary
+from unicure_rt.scoring.null import NullSummary, null_summary, one_blas_thread
 from unicure_rt.scoring.options import ScoreOptions
 
 
@@ -85,52 +85,45 @@ class FlexPertRunner:
         predictions of the `keep_top` drugs with the lowest dose-mean score for `cells[0]`
         (ties keep library order, unscorable last).
         """
-        doses = self.options.doses
-        min_rms = effect_min_rms(self.options.effect)
-        unit_signature = unit_centred(signature)
         n = len(self.library)
-        scores = np.empty((len(cells), len(doses), n), dtype=np.float64)
+        scores = np.empty((len(cells), len(self.options.doses), n), dtype=np.float64)
         at_or_below, null_mean, null_sd = (np.zeros(n, np.int64), np.empty(n), np.empty(n))
         kept: dict[int, tuple[float, np.ndarray]] = {}
         known = self._first_of is not None
         first_of, seen = (self._first_of, None) if known else (np.arange(n), {})
+        unit_signature = unit_centred(signature)
         self._cells.clear()
-        for start, emb in self.library.iter_batches(self.options.drug_batch):
-            stop = start + len(emb)
-            if not known:
-                _note_identical_rows(emb, start, first_of, seen)
-            first = []
-            effect_sum = np.zeros((len(emb), len(genes))) if null is not None else None
-            effect_doses = np.zeros(len(emb), np.int64)
-            for j, dose in enumerate(doses):
-                drugs = drug_vectors(emb, dose)
-                for i, cell in enumerate(cells):
-                    predicted = self._run(self._repeated(i, cell, len(emb)), drugs)
-                    effects = drug_effects(predicted[:, genes], baselines[i], min_rms=min_rms)
-                    scores[i, j, start:stop] = effects @ unit_signature
-                    if i == 0 and effect_sum is not None:
-                        scored = ~np.isnan(effects[:, 0])
-                        np.add(effect_sum, effects, out=effect_sum, where=scored[:, None])
-                        effect_doses += scored
-                    if i == 0 and keep_top:
-                        first.append(predicted)
-            mean = dose_mean(scores[0, :, start:stop])
-            if effect_sum is not None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    batch_null = null_summary(effect_sum / effect_doses[:, None], mean, null)
-                at_or_below[start:stop] = batch_null.at_or_below
-                null_mean[start:stop] = batch_null.mean
-                null_sd[start:stop] = batch_null.sd
-            if keep_top:
-                key = np.where(np.isnan(mean), np.inf, mean)
-                for row in np.argsort(key, kind="stable")[:keep_top]:
-                    kept[start + int(row)] = (
-                        float(key[row]),
-                        np.stack([p[row] for p in first]),
-                    )
-                if len(kept) > keep_top:
-                    best = sorted(kept, key=lambda r: (kept[r][0], r))[:keep_top]
-                    kept = {r: kept[r] for r in best}
+        with one_blas_thread():
+            for start, emb in self.library.iter_batches(self.options.drug_batch):
+                stop = start + len(emb)
+                if not known:
+                    _note_identical_rows(emb, start, first_of, seen)
+                mean_effects, first = self._score_batch(
+                    emb,
+                    cells,
+                    genes,
+                    baselines,
+                    unit_signature,
+                    scores[:, :, start:stop],
+                    with_effects=null is not None,
+                    keep=bool(keep_top),
+                )
+                mean = dose_mean(scores[0, :, start:stop])
+                if null is not None:
+                    batch_null = null_summary(mean_effects, mean, null)
+                    at_or_below[start:stop] = batch_null.at_or_below
+                    null_mean[start:stop] = batch_null.mean
+                    null_sd[start:stop] = batch_null.sd
+                if keep_top:
+                    key = np.where(np.isnan(mean), np.inf, mean)
+                    for row in np.argsort(key, kind="stable")[:keep_top]:
+                        kept[start + int(row)] = (
+                            float(key[row]),
+                            np.stack([p[row] for p in first]),
+                        )
+                    if len(kept) > keep_top:
+                        best = sorted(kept, key=lambda r: (kept[r][0], r))[:keep_top]
+                        kept = {r: kept[r] for r in best}
         self._first_of = first_of
         copies = np.flatnonzero(first_of != np.arange(n))
         if len(copies):
@@ -141,6 +134,44 @@ class FlexPertRunner:
         if null is not None:
             summary = NullSummary(at_or_below, null_mean, null_sd, len(null))
         return PassResult(scores, summary, {row: value for row, (_key, value) in kept.items()})
+
+    def _score_batch(
+        self,
+        emb: np.ndarray,
+        cells: np.ndarray,
+        genes: np.ndarray,
+        baselines: np.ndarray,
+        unit_signature: np.ndarray,
+        out: np.ndarray,
+        *,
+        with_effects: bool,
+        keep: bool,
+    ) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """Writes the scores of the drugs `emb` into `out[n_cells, n_doses, len(emb)]`.
+
+        Returns the dose-mean unit effects of `cells[0]` over its scored doses (for the null;
+        None unless `with_effects`) and its predictions at each dose (empty unless `keep`).
+        """
+        min_rms = effect_min_rms(self.options.effect)
+        effect_sum = np.zeros((len(emb), len(genes))) if with_effects else None
+        effect_doses = np.zeros(len(emb), np.int64)
+        first = []
+        for j, dose in enumerate(self.options.doses):
+            drugs = drug_vectors(emb, dose)
+            for i, cell in enumerate(cells):
+                predicted = self._run(self._repeated(i, cell, len(emb)), drugs)
+                effects = drug_effects(predicted, baselines[i], genes=genes, min_rms=min_rms)
+                out[i, j] = effects @ unit_signature
+                if i == 0 and effect_sum is not None:
+                    scored = ~np.isnan(effects[:, 0])
+                    np.add(effect_sum, effects, out=effect_sum, where=scored[:, None])
+                    effect_doses += scored
+                if i == 0 and keep:
+                    first.append(predicted)
+        if effect_sum is None:
+            return None, first
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return effect_sum / effect_doses[:, None], first
 
     def predictions_of(self, cell: np.ndarray, rows: list[int]) -> dict[int, np.ndarray]:
         """`{row: float32[n_doses, n_genes]}` for the given library rows, predicted in the same

@@ -146,7 +146,7 @@ def unit_scores(
             batch = drugs[start : start + DRUG_BATCH]
             stop = start + len(batch)
             for j, dose in enumerate(doses):
-                predicted = model.predict(cell, batch, dose)[:, genes]
+                predicted = np.take(model.predict(cell, batch, dose), genes, axis=1)
                 for effect in effects:
                     baseline = effect_baseline(effect, tumour[i], control)
                     change = drug_effects(predicted, baseline, min_rms=effect_min_rms(effect))
