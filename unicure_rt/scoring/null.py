@@ -29,9 +29,9 @@ def one_blas_thread():
     """A context in which numpy's BLAS runs on one thread.
 
     Used around loops that alternate ONNX Runtime runs with numpy work: BLAS threads left
-    spinning after a numpy product take cores from ONNX Runtime's threads (measured with W1's
-    published-size FlexPert on 2 cores: 512-drug batches ran 8.2 s instead of 5.5 s). Products
-    on one thread also round the same on every machine, whatever its core count.
+    spinning after a numpy product take cores from ONNX Runtime's threads (W1's published-size
+    FlexPert on 2 cores in 512-drug batches: about 8 s instead of 5.5 s; benchmarks/notes.md).
+    Products on one thread also round the same on every machine, whatever its core count.
     """
     from threadpoolctl import threadpool_limits  # lazy: scoring's start-up stays small
 

@@ -31,8 +31,9 @@ class ScoreOptions:
     draws: int = 3
     seed: int = 0
     # Drugs per FlexPert run. 512 rather than 4,096: on 2 cores W1's scoring path (published-size
-    # FlexPert) ran about 10% faster (`benchmarks/roofline.py`'s sweep; scores identical, every
-    # row is computed alone) and a batch's predictions and effects take an eighth of the memory.
+    # FlexPert) ran 4.8 s instead of 5.5 s (`benchmarks/roofline.py`, "scoring path at each drug
+    # batch size"; predictions identical, every row is computed alone), and a batch's
+    # predictions and effects take an eighth of the memory.
     drug_batch: int = 512
     prediction_top: int = 0  # keep predicted expression of the top N drugs per profile
     effect: str = "published"
