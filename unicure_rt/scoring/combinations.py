@@ -54,6 +54,7 @@ from unicure_rt.scoring.effects import (
 from unicure_rt.scoring.null import (
     NullSummary,
     null_summary,
+    one_blas_thread,
     permuted_signatures,
     within_profile_fdr,
 )
@@ -343,7 +344,8 @@ def profile_pairs(
     drug_name, rank, ...). Columns: profile, sample, group, rank, drug_a_id, drug_a_name,
     drug_b_id, drug_b_name, single_rank_a, single_rank_b, then `SCORE_COLUMNS`."""
     scorer = PairScorer(runner, cell, genes, tumour, normal, options, pairs)
-    frame = scorer.score(choose_arms(ranking, runner.library, pairs))
+    with one_blas_thread():  # numpy between ONNX Runtime runs: see `one_blas_thread`
+        frame = scorer.score(choose_arms(ranking, runner.library, pairs))
     rows_a, rows_b = frame.pop("row_a").to_numpy(int), frame.pop("row_b").to_numpy(int)
     labels = {}
     for arm, rows in (("a", rows_a), ("b", rows_b)):

@@ -33,9 +33,10 @@ from unicure_rt.scoring.effects import (
     effect_min_rms,
     unit_centred,
 )
-from unicure_rt.scoring.null import null_summary, permuted_signatures
+from unicure_rt.scoring.null import null_summary, one_blas_thread, permuted_signatures
+from unicure_rt.scoring.options import ScoreOptions
 
-DRUG_BATCH = 4096  # as `score`: the same batches give the same ONNX outputs
+DRUG_BATCH = ScoreOptions.drug_batch  # as `score`: the same batches give the same ONNX outputs
 
 
 class EffectModel(Protocol):
@@ -133,39 +134,61 @@ def unit_scores(
     `DEFAULT_PERMUTATIONS` gene-permuted copies of the unit's signature (`seed`), the drug's
     dose-mean score under each.
     """
-    with_z = "z" in rank_by
     out = {ranking_key(e, r): np.empty((len(cells), len(drugs))) for e in effects for r in rank_by}
-    for i, cell in enumerate(cells):
-        control = model.predict_control(cell[None, :])[0, genes]
-        unit_signature = unit_centred(signature[i])
-        null = permuted_signatures(signature[i], DEFAULT_PERMUTATIONS, seed) if with_z else None
-        per_dose = {e: np.empty((len(doses), len(drugs))) for e in effects}
-        effect_sum = {e: np.zeros((len(drugs), len(genes))) for e in effects if with_z}
-        effect_doses = {e: np.zeros(len(drugs), np.int64) for e in effects if with_z}
-        for start in range(0, len(drugs), DRUG_BATCH):
-            batch = drugs[start : start + DRUG_BATCH]
-            stop = start + len(batch)
-            for j, dose in enumerate(doses):
-                predicted = np.take(model.predict(cell, batch, dose), genes, axis=1)
-                for effect in effects:
-                    baseline = effect_baseline(effect, tumour[i], control)
-                    change = drug_effects(predicted, baseline, min_rms=effect_min_rms(effect))
-                    per_dose[effect][j, start:stop] = change @ unit_signature
-                    if with_z:
-                        scored = ~np.isnan(change[:, 0])
-                        rows = np.flatnonzero(scored) + start
-                        effect_sum[effect][rows] += change[scored]
-                        effect_doses[effect][rows] += 1
-        for effect in effects:
-            mean = dose_mean(per_dose[effect])
-            if "score" in rank_by:
-                out[effect][i] = mean
-            if with_z:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean_effects = effect_sum[effect] / effect_doses[effect][:, None]
-                    drug_null = null_summary(mean_effects, mean, null)
-                out[ranking_key(effect, "z")][i] = drug_null.z(mean)
-        on_unit()
+    with one_blas_thread():  # numpy between ONNX Runtime runs: see `one_blas_thread`
+        for i, cell in enumerate(cells):
+            unit = _one_unit_scores(
+                model, cell, tumour[i], signature[i], genes, drugs, doses, effects, rank_by, seed
+            )
+            for key, values in unit.items():
+                out[key][i] = values
+            on_unit()
+    return out
+
+
+def _one_unit_scores(
+    model: EffectModel,
+    cell: np.ndarray,
+    tumour: np.ndarray,
+    signature: np.ndarray,
+    genes: np.ndarray,
+    drugs: np.ndarray,
+    doses: Sequence[float],
+    effects: Sequence[str],
+    rank_by: Sequence[str],
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """`unit_scores` of one unit: `{ranking_key(effect, rank_by): float64[n_drugs]}`."""
+    with_z = "z" in rank_by
+    control = model.predict_control(cell[None, :])[0, genes]
+    unit_signature = unit_centred(signature)
+    null = permuted_signatures(signature, DEFAULT_PERMUTATIONS, seed) if with_z else None
+    per_dose = {e: np.empty((len(doses), len(drugs))) for e in effects}
+    effect_sum = {e: np.zeros((len(drugs), len(genes))) for e in effects if with_z}
+    effect_doses = {e: np.zeros(len(drugs), np.int64) for e in effects if with_z}
+    for start in range(0, len(drugs), DRUG_BATCH):
+        batch = drugs[start : start + DRUG_BATCH]
+        for j, dose in enumerate(doses):
+            predicted = np.take(model.predict(cell, batch, dose), genes, axis=1)
+            for effect in effects:
+                baseline = effect_baseline(effect, tumour, control)
+                change = drug_effects(predicted, baseline, min_rms=effect_min_rms(effect))
+                per_dose[effect][j, start : start + len(batch)] = change @ unit_signature
+                if with_z:
+                    scored = ~np.isnan(change[:, 0])
+                    rows = np.flatnonzero(scored) + start
+                    effect_sum[effect][rows] += change[scored]
+                    effect_doses[effect][rows] += 1
+    out = {}
+    for effect in effects:
+        mean = dose_mean(per_dose[effect])
+        if "score" in rank_by:
+            out[effect] = mean
+        if with_z:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_effects = effect_sum[effect] / effect_doses[effect][:, None]
+                drug_null = null_summary(mean_effects, mean, null)
+            out[ranking_key(effect, "z")] = drug_null.z(mean)
     return out
 
 
