@@ -247,6 +247,19 @@ def _unavailable(device: str, reason: str, options: RuntimeOptions) -> None:
         options.notes.append(note)
 
 
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on one thread.
+
+    Used around loops that alternate ONNX Runtime runs with numpy work: BLAS threads left
+    spinning after a numpy product take cores from ONNX Runtime's threads (W1's published-size
+    FlexPert on 2 cores in 512-drug batches: about 8 s instead of 5.5 s; benchmarks/notes.md).
+    Products on one thread also round the same on every machine, whatever its core count.
+    """
+    from threadpoolctl import threadpool_limits  # lazy: scoring's start-up stays small
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def cell_feed(session, cell: np.ndarray, rows: int) -> np.ndarray:
     """The `cell_embedding` feed that pairs one cell embedding (`float32[cell_dim]`) with a
     batch of `rows` drugs in a `flexpert.onnx` `session`.

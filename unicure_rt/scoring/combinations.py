@@ -42,7 +42,7 @@ from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.drugs.vectors import combination_vectors, drug_vectors
 from unicure_rt.errors import UserError
 from unicure_rt.outputs import write_marked_parquet
-from unicure_rt.runtime.sessions import cell_feed
+from unicure_rt.runtime.sessions import cell_feed, one_blas_thread
 from unicure_rt.scoring.effects import (
     ascending_ranks,
     dose_mean,
@@ -54,7 +54,6 @@ from unicure_rt.scoring.effects import (
 from unicure_rt.scoring.null import (
     NullSummary,
     null_summary,
-    one_blas_thread,
     permuted_signatures,
     within_profile_fdr,
 )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from unicure_rt.runtime.sessions import one_blas_thread
 from unicure_rt.scoring.effects import (
     unit_centred,
 )
@@ -23,19 +24,6 @@ def permuted_signatures(signature: np.ndarray, permutations: int, seed: int) -> 
     rng = np.random.default_rng(seed)
     shuffled = np.stack([rng.permutation(signature) for _ in range(permutations)])
     return unit_centred(shuffled)
-
-
-def one_blas_thread():
-    """A context in which numpy's BLAS runs on one thread.
-
-    Used around loops that alternate ONNX Runtime runs with numpy work: BLAS threads left
-    spinning after a numpy product take cores from ONNX Runtime's threads (W1's published-size
-    FlexPert on 2 cores in 512-drug batches: about 8 s instead of 5.5 s; benchmarks/notes.md).
-    Products on one thread also round the same on every machine, whatever its core count.
-    """
-    from threadpoolctl import threadpool_limits  # lazy: scoring's start-up stays small
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def null_scores(effects: np.ndarray, null: np.ndarray) -> np.ndarray:

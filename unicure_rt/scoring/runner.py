@@ -14,14 +14,14 @@ import numpy as np
 
 from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.drugs.vectors import control_vectors, drug_vectors
-from unicure_rt.runtime.sessions import cell_feed
+from unicure_rt.runtime.sessions import cell_feed, one_blas_thread
 from unicure_rt.scoring.effects import (
     dose_mean,
     drug_effects,
     effect_min_rms,
     unit_centred,
 )
-from unicure_rt.scoring.null import NullSummary, null_summary, one_blas_thread
+from unicure_rt.scoring.null import NullSummary, null_summary
 from unicure_rt.scoring.options import ScoreOptions
 
 

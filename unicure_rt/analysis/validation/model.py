@@ -24,7 +24,7 @@ from unicure_rt.drugs.encoder import encode_smiles
 from unicure_rt.drugs.library import DrugLibrary
 from unicure_rt.drugs.vectors import control_vectors, drug_vectors
 from unicure_rt.runtime.embed import embed_profiles, mean_embedding
-from unicure_rt.runtime.sessions import RuntimeOptions, cell_feed, create_session
+from unicure_rt.runtime.sessions import RuntimeOptions, cell_feed, create_session, one_blas_thread
 from unicure_rt.runtime.tokenizer import Tokenizer
 from unicure_rt.scoring.effects import (
     dose_mean,
@@ -33,7 +33,7 @@ from unicure_rt.scoring.effects import (
     effect_min_rms,
     unit_centred,
 )
-from unicure_rt.scoring.null import null_summary, one_blas_thread, permuted_signatures
+from unicure_rt.scoring.null import null_summary, permuted_signatures
 from unicure_rt.scoring.options import ScoreOptions
 
 DRUG_BATCH = ScoreOptions.drug_batch  # as `score`: the same batches give the same ONNX outputs
