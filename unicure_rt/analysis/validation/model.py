@@ -12,6 +12,7 @@ validate follows whatever `score` computes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -135,15 +136,24 @@ def unit_scores(
     dose-mean score under each.
     """
     out = {ranking_key(e, r): np.empty((len(cells), len(drugs))) for e in effects for r in rank_by}
+    scoring = _Scoring(tuple(doses), tuple(effects), tuple(rank_by), seed)
     with one_blas_thread():  # numpy between ONNX Runtime runs: see `one_blas_thread`
         for i, cell in enumerate(cells):
-            unit = _one_unit_scores(
-                model, cell, tumour[i], signature[i], genes, drugs, doses, effects, rank_by, seed
-            )
+            unit = _one_unit_scores(model, cell, tumour[i], signature[i], genes, drugs, scoring)
             for key, values in unit.items():
                 out[key][i] = values
             on_unit()
     return out
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """What `unit_scores` computes for every unit: doses, effects, rankings, the null's seed."""
+
+    doses: tuple[float, ...]
+    effects: tuple[str, ...]
+    rank_by: tuple[str, ...]
+    seed: int
 
 
 def _one_unit_scores(
@@ -153,12 +163,10 @@ def _one_unit_scores(
     signature: np.ndarray,
     genes: np.ndarray,
     drugs: np.ndarray,
-    doses: Sequence[float],
-    effects: Sequence[str],
-    rank_by: Sequence[str],
-    seed: int,
+    scoring: _Scoring,
 ) -> dict[str, np.ndarray]:
     """`unit_scores` of one unit: `{ranking_key(effect, rank_by): float64[n_drugs]}`."""
+    doses, effects, rank_by, seed = scoring.doses, scoring.effects, scoring.rank_by, scoring.seed
     with_z = "z" in rank_by
     control = model.predict_control(cell[None, :])[0, genes]
     unit_signature = unit_centred(signature)
