@@ -664,8 +664,10 @@ def prepare_stage2(model, tokenizer, treated: D.TreatedData, cfg: DemoConfig) ->
     return Stage2Inputs(conditions, cells, ctrl_means, dict(zip(smiles, fps, strict=True)))
 
 
-def _dir_size(path: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in sorted(Path(path).iterdir()) if p.is_file()}
+def _bundle_record(path: Path) -> dict:
+    """The run record's `bundle` entry: the folder, each file's size and their total."""
+    sizes = {p.name: p.stat().st_size for p in sorted(Path(path).iterdir()) if p.is_file()}
+    return {"path": str(path), "files_bytes": sizes, "total_bytes": sum(sizes.values())}
 
 
 def run_demo(
@@ -810,7 +812,7 @@ def run_demo(
         record["parity"] = [
             {"graph": r.graph, "case": r.case, "max_abs": r.max_abs} for r in parity
         ]
-        sizes = _dir_size(bundle_out)
+        exported = _bundle_record(bundle_out)
         record["timing_seconds"]["export_and_library"] = time.perf_counter() - t1
         if cfg.evaluate and TCGA_EXAMPLE.is_file():
             t2 = time.perf_counter()
@@ -821,21 +823,12 @@ def run_demo(
             log("TCGA ranking evaluation: " + json.dumps(record["ranking_evaluation"]["mean"]))
         record["timing_seconds"]["total"] = time.perf_counter() - t0
         record["timing_seconds"]["total_cpu_this_process"] = time.process_time() - cpu0
-        record["bundle"] = {
-            "path": str(bundle_out),
-            "files_bytes": sizes,
-            "total_bytes": sum(sizes.values()),
-        }
+        record["bundle"] = exported
         # Final model card with measured sizes and times. It lists its own size, so it is
         # rendered a second time once that size is known; the manifest is rewritten to hash it.
         for _ in range(2):
             (bundle_out / MODEL_CARD).write_text(render_model_card(record))
-            sizes = _dir_size(bundle_out)
-            record["bundle"] = {
-                "path": str(bundle_out),
-                "files_bytes": sizes,
-                "total_bytes": sum(sizes.values()),
-            }
+            record["bundle"] = _bundle_record(bundle_out)
         manifest = {k: v for k, v in manifest.items() if k not in ("files", "format_version")}
         write_manifest(bundle_out, manifest)
         shutil.copyfile(bundle_out / MODEL_CARD, out / MODEL_CARD)
