@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -187,8 +188,6 @@ def test_consensus_cluster_split_keeps_held_out_structures_out_of_training():
 @needs_data
 def test_permuting_the_antineoplastic_flag_changes_no_score():
     """The flag is an evaluation label: scores and ranks never depend on it."""
-    import dataclasses
-
     from unicure_rt.bundle.load import load_bundle
     from unicure_rt.patients.load import load_patient
     from unicure_rt.scoring.options import ScoreOptions, resolve_library
@@ -214,26 +213,32 @@ def test_permuting_the_antineoplastic_flag_changes_no_score():
 # ------------------------------------------------------------------------------ smoke run
 
 
+def tiny_run_config(**overrides):
+    """A demo run of a few seconds: a small backbone, 16 stage-1 profiles, 24 treated groups."""
+    from unicure_rt.train.demo import DemoConfig
+
+    settings = dict(
+        model={"n_layers": 2, "lora_layers": (1,), "sample_size": 32, "head_hidden": 64},
+        s1a_epochs=1,
+        s1b_epochs=1,
+        embed_draws=1,
+        max_stage1_profiles=16,
+        s1_holdout_fraction=0.25,
+        max_conditions=24,
+        evaluate=False,
+    )
+    return DemoConfig(**(settings | overrides))
+
+
 @needs_data
 @pytest.mark.slow
 def test_tiny_training_run_gives_a_loadable_bundle(tmp_path):
     from unicure_rt.bundle.load import load_bundle
     from unicure_rt.drugs.encoder import encode_smiles
     from unicure_rt.drugs.library import load_library
-    from unicure_rt.train.demo import DemoConfig, run_demo
+    from unicure_rt.train.demo import run_demo
 
-    cfg = DemoConfig(
-        model={"n_layers": 2, "lora_layers": (1,), "sample_size": 32, "head_hidden": 64},
-        s1a_epochs=1,
-        s1b_epochs=1,
-        s2_epochs=1,
-        embed_draws=1,
-        max_stage1_profiles=16,
-        s1_holdout_fraction=0.25,
-        max_conditions=24,
-        library_limit=20,
-        evaluate=False,
-    )
+    cfg = tiny_run_config(s2_epochs=1, library_limit=20)
     record = run_demo(DATA, tmp_path / "run", tmp_path / "bundle", cfg, log=None)
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.manifest["drug_encoder"]["kind"] == "rdkit-morgan-counts"
@@ -250,3 +255,41 @@ def test_tiny_training_run_gives_a_loadable_bundle(tmp_path):
     assert np.isfinite(
         [stage1["stage1_held_out_r2"], stage1["stage1_held_out_count_probe_r2"]]
     ).all()
+
+
+@needs_data
+@pytest.mark.slow
+def test_stage2_on_a_reused_stage1_reproduces_the_full_run(tmp_path):
+    from safetensors.numpy import load_file
+
+    from unicure_rt.train.demo import Stage1NotReusable, run_demo
+
+    cfg = tiny_run_config(s2_epochs=2)
+    full = run_demo(DATA, tmp_path / "full", None, cfg, log=None)
+    reused_cfg = dataclasses.replace(cfg, stage1_from=str(tmp_path / "full"))
+    reused = run_demo(DATA, tmp_path / "reused", None, reused_cfg, log=None)
+    weights = [
+        load_file(str(tmp_path / run / "checkpoint" / "model.safetensors"))
+        for run in ("full", "reused")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert np.array_equal(weights[0][key], weights[1][key]), key
+    assert reused["stage1"]["reused_from"]["seed"] == full["seed"]
+    assert reused["stage1"]["stage1_held_out_r2"] == full["stage1"]["stage1_held_out_r2"]
+    with pytest.raises(Stage1NotReusable, match="s1a_epochs"):
+        run_demo(
+            DATA,
+            tmp_path / "other",
+            None,
+            dataclasses.replace(reused_cfg, s1a_epochs=2),
+            log=None,
+        )
+    with pytest.raises(Stage1NotReusable, match="not a run folder"):
+        run_demo(
+            DATA,
+            tmp_path / "other",
+            None,
+            dataclasses.replace(cfg, stage1_from=str(tmp_path / "nowhere")),
+            log=None,
+        )

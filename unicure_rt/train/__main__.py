@@ -1,6 +1,7 @@
 """Command line of the demo training.
 
 `python -m unicure_rt.train demo --data ../shared/data --out DIR [--bundle-out DIR] [--seed 0]`
+(`--stage1-from RUN --held-out none`: a stage-2 study on an earlier run's backbone)
 """
 
 from __future__ import annotations
@@ -23,7 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=2)
     demo.add_argument("--record", type=Path, default=None, help="also copy the run record here")
-    demo.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
+    demo.add_argument(
+        "--no-evaluate", action="store_true", help="skip every evaluation (held out and TCGA)"
+    )
+    demo.add_argument(
+        "--held-out",
+        choices=("all", "consensus", "none"),
+        default="all",
+        help="held-out stage-2 retrains: all three splits, the consensus cluster split, or none "
+        "(the TCGA ranking evaluation runs in every case)",
+    )
+    demo.add_argument(
+        "--stage1-from",
+        type=Path,
+        default=None,
+        help="reuse the stage-1 backbone of an earlier run's --out folder (same stage-1 settings)",
+    )
     demo.add_argument(
         "--flexpert-heads",
         type=int,
@@ -41,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         rewrite_bundle_card(json.loads(args.record.read_text()), args.bundle)
         return 0
 
-    from unicure_rt.train.demo import DemoConfig, run_demo
+    from unicure_rt.train.demo import DemoConfig, Stage1NotReusable, run_demo
 
     if not (args.data / "l1000").is_dir():
         parser.error(f"--data {args.data} does not look like the shared data folder (no l1000/)")
@@ -49,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--flexpert-heads must be at least 1 (got {args.flexpert_heads})")
     model = {} if args.flexpert_heads is None else {"flexpert_heads": args.flexpert_heads}
     cfg = DemoConfig(
-        seed=args.seed, threads=args.threads, evaluate=not args.no_evaluate, model=model
+        seed=args.seed,
+        threads=args.threads,
+        evaluate=not args.no_evaluate,
+        held_out=args.held_out,
+        stage1_from=None if args.stage1_from is None else str(args.stage1_from),
+        model=model,
     )
     command = "python -m unicure_rt.train " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
@@ -59,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
 
-    record = run_demo(args.data, args.out, args.bundle_out, cfg, log=log, command=command)
+    try:
+        record = run_demo(args.data, args.out, args.bundle_out, cfg, log=log, command=command)
+    except Stage1NotReusable as error:
+        parser.error(str(error))
     if args.record is not None:
         args.record.parent.mkdir(parents=True, exist_ok=True)
         args.record.write_text((args.out / "training-run.json").read_text())

@@ -50,7 +50,14 @@ from unicure_rt.train.export.bundle_writer import ExportOptions, export_bundle, 
 from unicure_rt.train.export.config import GraphConfig, TensorSpec
 from unicure_rt.train.export.onnx_export import export_graph
 from unicure_rt.train.losses import direction_loss, stage2_loss
-from unicure_rt.train.models import UniCure, UniCureConfig, add_lora, merge_lora, save_native
+from unicure_rt.train.models import (
+    UniCure,
+    UniCureConfig,
+    add_lora,
+    load_native,
+    merge_lora,
+    save_native,
+)
 from unicure_rt.train.models.flexpert import FlexPertEnsemble, flexpert_module
 
 DRUG_ENCODER_FILE = "drug_encoder.onnx"
@@ -114,7 +121,7 @@ class DemoConfig:
     threads: int = 2
     model: dict = field(default_factory=dict)  # overrides of demo_model_config
     # stage 1a: backbone pretraining
-    s1a_epochs: int = 50
+    s1a_epochs: int = 30
     s1a_lr: float = 1.5e-4  # 1e-3 and above collapse the post-norm backbone to a constant
     s1_batch: int = 32
     s1_holdout_fraction: float = 0.1
@@ -131,8 +138,13 @@ class DemoConfig:
     s2_weight_decay: float = 0.1  # 1e-4 fitted the training compounds but not unseen structures
     drug_hidden: int = 128
     drug_dropout: float = 0.5  # on the fingerprint bits, for the same reason
-    # evaluation
+    # an earlier run folder whose stage 1 (checkpoint/, training-run.json) is reused instead of
+    # training it again: stage-2 studies (seeds, settings) then take minutes, not a quarter hour
+    stage1_from: str | None = None
+    # evaluation: the TCGA ranking and the held-out stage-2 retrains of `held_out`: "all" three
+    # splits, only the "consensus" cluster split (the one the ranking's drugs resemble), "none"
     evaluate: bool = True
+    held_out: str = "all"
     n_held_drugs: int = 10
     # subsets (tests)
     max_stage1_profiles: int | None = None
@@ -234,7 +246,7 @@ def train_stage1(
     record: dict = {"stage1_fit_profiles": len(profiles), "stage1_held_out_profiles": n_held}
 
     def run(params, epochs, lr, stage, train_model):
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, fused=True)
         steps = epochs * math.ceil(len(profiles) / cfg.s1_batch)
         scheduler = _cosine_schedule(optimizer, steps, max(1, steps // 20))
         generator = np.random.default_rng(cfg.seed + (0 if stage == "1a" else 1))
@@ -254,7 +266,7 @@ def train_stage1(
                 loss = nn.functional.mse_loss(recon, target[idx])
                 optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
                 optimizer.step()
                 scheduler.step()
                 total, count = total + float(loss.detach()) * len(idx), count + len(idx)
@@ -307,6 +319,54 @@ def train_stage1(
         )
     _log(message, log)
     return merged.eval(), head, record
+
+
+class Stage1NotReusable(ValueError):
+    """`--stage1-from` names a folder whose stage 1 this run cannot reuse."""
+
+
+STAGE1_SETTINGS = (
+    "s1a_epochs",
+    "s1a_lr",
+    "s1_batch",
+    "s1_holdout_fraction",
+    "s1b_epochs",
+    "s1b_lr",
+    "max_stage1_profiles",
+)
+
+
+def reuse_stage1(run_folder: Path, config: UniCureConfig, cfg: DemoConfig) -> tuple[UniCure, dict]:
+    """The stage-1 model and record of an earlier run (`cfg.stage1_from`).
+
+    Reads `run_folder/checkpoint` (native weights) and `run_folder/training-run.json`. Refuses a
+    run whose model configuration or stage-1 settings differ from this one's, so a reused
+    backbone is the one this run would have trained (with that run's seed, recorded).
+    """
+    run_folder = Path(run_folder)
+    record_path = run_folder / "training-run.json"
+    if not record_path.is_file() or not (run_folder / "checkpoint").is_dir():
+        raise Stage1NotReusable(
+            f"--stage1-from {run_folder}: not a run folder of `python -m unicure_rt.train demo` "
+            "(it needs checkpoint/ and training-run.json); pass the --out folder of a finished run."
+        )
+    earlier = json.loads(record_path.read_text())
+    model, _vocabulary = load_native(run_folder / "checkpoint")
+    differs = [k for k in STAGE1_SETTINGS if earlier["demo_config"].get(k) != getattr(cfg, k)]
+    if model.config.to_dict() != config.to_dict():
+        differs.append("model configuration")
+    if differs:
+        raise Stage1NotReusable(
+            f"--stage1-from {run_folder}: that run trained stage 1 with other settings "
+            f"({', '.join(differs)}); train stage 1 again (leave out --stage1-from)."
+        )
+    record = dict(earlier["stage1"])
+    record["reused_from"] = {
+        "run_folder": str(run_folder),
+        "seed": earlier["seed"],
+        "weights_sha256": sha256_file(run_folder / "checkpoint" / "model.safetensors"),
+    }
+    return model.eval(), record
 
 
 def train_model_backbone(model):
@@ -394,7 +454,9 @@ def train_stage2(
             head.decoder[3].bias.copy_(mean_treated)
             head.decoder[3].weight.mul_(0.1)
     params = list(flexpert.parameters()) + list(projection.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.s2_lr, weight_decay=cfg.s2_weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.s2_lr, weight_decay=cfg.s2_weight_decay, fused=True
+    )
     steps_per_epoch = math.ceil(len(conds) / cfg.s2_batch)
     scheduler = _cosine_schedule(optimizer, cfg.s2_epochs * steps_per_epoch, steps_per_epoch * 3)
     rng = np.random.default_rng(cfg.seed + 23)
@@ -455,7 +517,7 @@ def train_stage2(
             parts["loss"] += float(loss.detach()) * len(idx)
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
             optimizer.step()
             scheduler.step()
         n_signature = sum(is_signature)
@@ -701,13 +763,21 @@ def run_demo(
     if cfg.max_stage1_profiles:
         rows = np.random.default_rng(cfg.seed).permutation(len(profiles))[: cfg.max_stage1_profiles]
         profiles = profiles.subset(np.sort(rows))
-    log(f"stage 1: {len(profiles)} unperturbed profiles")
-    model, _head, s1 = train_stage1(model, tokenizer, profiles, cfg, log)
+    if cfg.stage1_from:
+        model, s1 = reuse_stage1(Path(cfg.stage1_from), config, cfg)
+        log(f"stage 1: reused from {cfg.stage1_from}")
+    else:
+        log(f"stage 1: {len(profiles)} unperturbed profiles")
+        model, _head, s1 = train_stage1(model, tokenizer, profiles, cfg, log)
 
     treated = D.treated_data(data, genes)
     inputs = prepare_stage2(model, tokenizer, treated, cfg)
     log(f"stage 2: {len(inputs.conditions)} treated groups, {len(inputs.fingerprints)} drugs")
-    evaluation = run_evaluation(model, inputs, cfg, log) if cfg.evaluate else {}
+    evaluation = {}
+    if cfg.evaluate and cfg.held_out == "all":
+        evaluation = run_evaluation(model, inputs, cfg, log)
+    elif cfg.evaluate and cfg.held_out == "consensus":
+        evaluation = {"unseen_consensus_cluster": evaluate_consensus(model, inputs, cfg, log)}
 
     flexpert, projection, s2 = train_stage2(
         model, inputs, list(range(len(inputs.conditions))), cfg, log, tag=" [final]"
