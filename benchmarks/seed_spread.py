@@ -58,6 +58,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    if not (args.run / "training-run.json").is_file():
+        parser.error(
+            f"--run {args.run} holds no training run: train the bundle first (`python -m "
+            "unicure_rt.train demo --data ../shared/data --out runs/demo --bundle-out "
+            "unicure_rt/data/default_bundle --seed 0 --record docs/training-run.json`)."
+        )
     bundled = json.loads((args.run / "training-run.json").read_text())
     per_seed, seconds = {}, {}
     reproduces = None
