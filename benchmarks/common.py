@@ -235,3 +235,21 @@ def child_json(
 
 def target(name: str, measured: str, passed: bool | None, goal: str, note: str = "") -> dict:
     return {"target": name, "measured": measured, "passed": passed, "goal": goal, "note": note}
+
+
+# ----------------------------------------------------------------------------- training studies
+
+
+def stage2_study(run: Path, data: Path, seed: int, out: Path, *extra: str) -> tuple[dict, float]:
+    """Train stage 2 again on the stage-1 backbone of the training run `run` (`python -m
+    unicure_rt.train demo --stage1-from RUN --seed SEED ...extra`), with a bundle in `out/bundle`;
+    returns the new run record and the seconds it took."""
+    command = [
+        sys.executable, "-m", "unicure_rt.train", "demo", "--data", str(data), "--out", str(out),
+        "--bundle-out", str(out / "bundle"), "--seed", str(seed), "--stage1-from", str(run),
+        *extra,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    return json.loads((out / "training-run.json").read_text()), seconds

@@ -186,6 +186,37 @@ def test_consensus_cluster_split_keeps_held_out_structures_out_of_training():
 
 
 @needs_data
+def test_joint_split_holds_every_split_out_of_one_training_set():
+    from unicure_rt.drugs.fingerprints import tanimoto_matrix
+    from unicure_rt.train import data as D
+    from unicure_rt.train import evaluate as E
+
+    genes = D.landmark_genes(DATA)["symbol"].tolist()
+    conditions = D.treated_data(DATA, genes).conditions
+    train, splits = E.joint_split(conditions, tanimoto_matrix, seed=0, n_held_drugs=10)
+    assert E.joint_split(conditions, tanimoto_matrix, seed=0, n_held_drugs=10) == (train, splits)
+    assert list(splits) == ["unseen_drug_dose", "unseen_drug", "unseen_consensus_cluster"]
+    trained = set(train)
+    train_drugs = {conditions[i].drug for i in train}
+    dose_test, _ = splits["unseen_drug_dose"]
+    drug_test, drug_info = splits["unseen_drug"]
+    cluster_test, cluster_info = splits["unseen_consensus_cluster"]
+    for test in (dose_test, drug_test, cluster_test):
+        assert test and not trained & set(test)
+    # an unseen dose of a seen drug: every other condition of its drug is trained on
+    for i in dose_test:
+        others = {j for j, c in enumerate(conditions) if c.drug == conditions[i].drug} - {i}
+        assert others and others <= trained
+    held_drugs = {conditions[i].drug for i in drug_test}
+    assert len(held_drugs) == 10 and not held_drugs & train_drugs
+    assert set(drug_info) == held_drugs and max(drug_info.values()) < 1.0
+    # the consensus split alone holds out the same compounds; joint training is its subset
+    alone_train, alone_test, _ = E.cluster_split(conditions, tanimoto_matrix, seed=0)
+    assert alone_test == cluster_test and trained < set(alone_train)
+    assert max(cluster_info.values()) < 0.4
+
+
+@needs_data
 def test_permuting_the_antineoplastic_flag_changes_no_score():
     """The flag is an evaluation label: scores and ranks never depend on it."""
     from unicure_rt.bundle.load import load_bundle
@@ -293,3 +324,34 @@ def test_stage2_on_a_reused_stage1_reproduces_the_full_run(tmp_path):
             dataclasses.replace(cfg, stage1_from=str(tmp_path / "nowhere")),
             log=None,
         )
+
+
+@needs_data
+@pytest.mark.slow
+def test_stage2_keeps_the_moving_average_of_its_weights(tmp_path):
+    """`s2_ema_decay` replaces the last step's stage-2 weights by their moving average: a decay
+    near 0 keeps the last step's weights, 0.5 keeps an average; the backbone is untouched."""
+    from safetensors.numpy import load_file
+
+    from unicure_rt.train.demo import run_demo
+
+    cfg = tiny_run_config(s2_epochs=3, s2_ema_decay=None)
+    run_demo(DATA, tmp_path / "last", None, cfg, log=None)
+    reuse = dataclasses.replace(cfg, stage1_from=str(tmp_path / "last"))
+    for name, decay in (("copy", 1e-12), ("average", 0.5)):
+        run_demo(
+            DATA, tmp_path / name, None, dataclasses.replace(reuse, s2_ema_decay=decay), log=None
+        )
+
+    def weights(run: str, file: str) -> dict:
+        return load_file(str(tmp_path / run / "checkpoint" / file))
+
+    for file in ("model.safetensors", "drug_projection.safetensors"):
+        last, copy, average = (weights(run, file) for run in ("last", "copy", "average"))
+        assert last.keys() == copy.keys() == average.keys()
+        for key in last:
+            np.testing.assert_allclose(copy[key], last[key], rtol=0, atol=1e-6, err_msg=key)
+        stage2 = [k for k in last if file != "model.safetensors" or k.startswith("flexpert.")]
+        assert stage2 and all(not np.allclose(average[k], last[k]) for k in stage2 if last[k].std())
+        for key in set(last) - set(stage2):
+            assert np.array_equal(average[key], last[key]), key

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         "--held-out",
         choices=("all", "consensus", "none"),
         default="all",
-        help="held-out stage-2 retrains: all three splits, the consensus cluster split, or none "
-        "(the TCGA ranking evaluation runs in every case)",
+        help="the held-out stage-2 retrain: without all three splits, without the consensus "
+        "cluster split only, or none (the TCGA ranking evaluation runs in every case)",
     )
     demo.add_argument(
         "--stage1-from",
@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="FlexPert heads averaged (default: the bundled model's 2; the published model has 1)",
+    )
+    demo.add_argument(
+        "--s2-ema-decay",
+        default=None,
+        help="decay of the moving average of the stage-2 weights kept (default: the bundled "
+        "model's 0.9995; 'none' keeps the last step's weights)",
     )
     card = sub.add_parser("card", help="re-render MODEL_CARD.md of a bundle from a run record")
     card.add_argument("record", type=Path)
@@ -64,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.flexpert_heads is not None and args.flexpert_heads < 1:
         parser.error(f"--flexpert-heads must be at least 1 (got {args.flexpert_heads})")
     model = {} if args.flexpert_heads is None else {"flexpert_heads": args.flexpert_heads}
+    averaging = {}
+    if args.s2_ema_decay is not None:
+        averaging["s2_ema_decay"] = _ema_decay(parser, args.s2_ema_decay)
     cfg = DemoConfig(
         seed=args.seed,
         threads=args.threads,
@@ -71,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         held_out=args.held_out,
         stage1_from=None if args.stage1_from is None else str(args.stage1_from),
         model=model,
+        **averaging,
     )
     command = "python -m unicure_rt.train " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
@@ -89,6 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         args.record.write_text((args.out / "training-run.json").read_text())
     log(f"done in {record['timing_seconds']['total']:.0f} s")
     return 0
+
+
+def _ema_decay(parser: argparse.ArgumentParser, value: str) -> float | None:
+    if value.lower() == "none":
+        return None
+    try:
+        decay = float(value)
+    except ValueError:
+        decay = float("nan")
+    if not 0.0 < decay < 1.0:
+        parser.error(f"--s2-ema-decay must be 'none' or a number between 0 and 1 (got {value!r})")
+    return decay
 
 
 if __name__ == "__main__":
