@@ -141,7 +141,8 @@ class DemoConfig:
     # the stage-2 weights kept are an exponential moving average over the training steps
     # (None: the last step's). 0.9995 averages over ~2,000 of the run's ~3,400 steps and keeps
     # ~18% of the initial weights: TCGA contrast L01 AUROC 0.648 against 0.616 for the last
-    # step's weights, mean of 3 seeds (0.999: 0.631, 0.9998: 0.650 with glycerol in the top 5%)
+    # step's weights, mean of 3 seeds (benchmarks/weight_averaging.py); shorter averages gained
+    # less, longer ones put glycerol among the top-ranked drugs
     s2_ema_decay: float | None = 0.9995
     # an earlier run folder whose stage 1 (checkpoint/, training-run.json) is reused instead of
     # training it again: stage-2 studies (seeds, settings) then take minutes, not a quarter hour
