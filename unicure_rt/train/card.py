@@ -571,7 +571,7 @@ def render(record: dict) -> str:
         "`python -m unicure_rt.train demo --data ../shared/data --out runs/study "
         "--bundle-out runs/study/bundle --seed 1 --stage1-from runs/demo --held-out none` (about "
         "3 minutes: the bundled head, export and the TCGA ranking). `python "
-        "benchmarks/seed_spread.py` runs it for several seeds (with `--held-out consensus`) and "
+        "benchmarks/seed_spread.py` runs it for several seeds (with `--held-out all`) and "
         "reports how far the TCGA figures and the held-out consensus cosine below move with "
         "the stage-2 seed alone (benchmarks/RESULTS.md)."
     )
