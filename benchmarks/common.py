@@ -253,3 +253,25 @@ def stage2_study(run: Path, data: Path, seed: int, out: Path, *extra: str) -> tu
     subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     return json.loads((out / "training-run.json").read_text()), seconds
+
+
+def require_training_run(parser, run: Path) -> dict:
+    """The record of the bundle's training run `run`, or a usage error saying how to make it."""
+    if not (run / "training-run.json").is_file():
+        parser.error(
+            f"--run {run} holds no training run: train the bundle first (`python -m "
+            "unicure_rt.train demo --data ../shared/data --out runs/demo --bundle-out "
+            "unicure_rt/data/default_bundle --seed 0 --record docs/training-run.json`)."
+        )
+    return json.loads((run / "training-run.json").read_text())
+
+
+def study_figures(record: dict) -> dict:
+    """A stage-2 study's TCGA ranking figures (mean over patients) and its held-out consensus
+    cosine, the model's and the mean signature's."""
+    consensus = record["evaluation"]["unseen_consensus_cluster"]["metrics"]
+    return {
+        **record["ranking_evaluation"]["mean"],
+        "held_out_cosine": consensus["model"]["mean_cosine"],
+        "held_out_cosine_mean_signature": consensus["mean_signature"]["mean_cosine"],
+    }

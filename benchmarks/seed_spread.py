@@ -27,10 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH, cpu_info, stage2_study
+from common import BENCH, cpu_info, require_training_run, stage2_study, study_figures
 from report import write_section
 
-ROOT = BENCH.parent
 FIGURES = (
     ("contrast_auroc", "L01 AUROC, contrast"),
     ("delta_auroc", "L01 AUROC, delta"),
@@ -58,13 +57,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    if not (args.run / "training-run.json").is_file():
-        parser.error(
-            f"--run {args.run} holds no training run: train the bundle first (`python -m "
-            "unicure_rt.train demo --data ../shared/data --out runs/demo --bundle-out "
-            "unicure_rt/data/default_bundle --seed 0 --record docs/training-run.json`)."
-        )
-    bundled = json.loads((args.run / "training-run.json").read_text())
+    bundled = require_training_run(parser, args.run)
     per_seed, seconds = {}, {}
     reproduces = None
     with tempfile.TemporaryDirectory() as scratch:
@@ -73,12 +66,7 @@ def main() -> None:
             record, seconds[seed] = stage2_study(
                 args.run, args.data, seed, out, "--held-out", "all"
             )
-            metrics = record["evaluation"]["unseen_consensus_cluster"]["metrics"]
-            per_seed[seed] = {
-                **record["ranking_evaluation"]["mean"],
-                "held_out_cosine": metrics["model"]["mean_cosine"],
-                "held_out_cosine_mean_signature": metrics["mean_signature"]["mean_cosine"],
-            }
+            per_seed[seed] = study_figures(record)
             if seed == bundled["seed"]:
                 reproduces = graph_sha(out / "bundle", "flexpert.onnx") == graph_sha(
                     args.bundle, "flexpert.onnx"

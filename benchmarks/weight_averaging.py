@@ -24,11 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH, add_paths, cpu_info, stage2_study
+from common import BENCH, cpu_info, require_training_run, stage2_study, study_figures
 from report import write_section
-
-add_paths()
-from unicure_rt.train.demo import DemoConfig  # noqa: E402
 
 FIGURES = (
     ("contrast_auroc", "L01 AUROC, contrast"),
@@ -50,19 +47,14 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     decays = args.decays.split(",")
-    bundled = f"{DemoConfig().s2_ema_decay} (bundled)"
+    bundled_run = require_training_run(parser, args.run)
+    bundled = f"{bundled_run['demo_config']['s2_ema_decay']} (bundled)"
     spread_file = BENCH / "sections" / "seed_spread.json"
     spread = json.loads(spread_file.read_text()) if spread_file.is_file() else {}
     if spread.get("run") != str(args.run) or not set(seeds) <= set(spread.get("seeds", [])):
         parser.error(
             f"{spread_file} holds no seed spread of --run {args.run} with seeds {args.seeds}: "
             f"run `python benchmarks/seed_spread.py --run {args.run} --seeds {args.seeds}` first."
-        )
-    if not (args.run / "training-run.json").is_file():
-        parser.error(
-            f"--run {args.run} holds no training run: train the bundle first (`python -m "
-            "unicure_rt.train demo --data ../shared/data --out runs/demo --bundle-out "
-            "unicure_rt/data/default_bundle --seed 0 --record docs/training-run.json`)."
         )
     results: dict[str, dict[int, dict]] = {decay: {} for decay in decays}
     results[bundled] = {
@@ -77,12 +69,7 @@ def main() -> None:
                 record, _ = stage2_study(
                     args.run, args.data, seed, out, "--held-out", "all", "--s2-ema-decay", decay
                 )
-                consensus = record["evaluation"]["unseen_consensus_cluster"]["metrics"]
-                figures = {
-                    **record["ranking_evaluation"]["mean"],
-                    "held_out_cosine": consensus["model"]["mean_cosine"],
-                    "held_out_cosine_mean_signature": consensus["mean_signature"]["mean_cosine"],
-                }
+                figures = study_figures(record)
                 results[decay][seed] = {key: figures[key] for key, _ in FIGURES}
                 print(f"[bench] seed {seed} decay {decay}: {results[decay][seed]}", flush=True)
     result = {

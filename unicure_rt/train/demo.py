@@ -459,8 +459,8 @@ def train_stage2(
         for head in heads:
             head.decoder[3].bias.copy_(mean_treated)
             head.decoder[3].weight.mul_(0.1)
-    params = list(flexpert.parameters()) + list(projection.parameters())
     trained = nn.ModuleDict({"flexpert": flexpert, "projection": projection})
+    params = list(trained.parameters())
     averaged = None
     if cfg.s2_ema_decay is not None:
         averaged = torch.optim.swa_utils.AveragedModel(
