@@ -595,12 +595,15 @@ def predict_effects(
 
 
 def evaluate_consensus(
-    flexpert, projection, model: UniCure, inputs: Stage2Inputs, train, test, info, log=print
+    flexpert, projection, model: UniCure, inputs: Stage2Inputs, train, test, info, seed, log=print
 ) -> dict:
     """Held-out consensus compounds: cosine of the predicted effect of a model trained without
-    them against their measured signature, beside the signature baselines."""
+    them against their measured signature, beside the signature baselines (`seed`: the
+    structure ridge's cross-validation folds)."""
     effects = predict_effects(flexpert, projection, inputs, test, model.config)
-    entry = E.signature_evaluation(inputs.conditions, train, test, effects, tanimoto_matrix)
+    entry = E.signature_evaluation(
+        inputs.conditions, train, test, effects, tanimoto_matrix, seed=seed
+    )
     entry.update(
         n_train_groups=len(train),
         held_out_compounds={inputs.conditions[i].drug: inputs.conditions[i].name for i in test},
@@ -666,7 +669,9 @@ def run_evaluation(model: UniCure, inputs: Stage2Inputs, cfg: DemoConfig, log=pr
     results = {}
     for name, (test, info) in splits.items():
         if name == "unseen_consensus_cluster":
-            entry = evaluate_consensus(flexpert, projection, model, inputs, train, test, info, log)
+            entry = evaluate_consensus(
+                flexpert, projection, model, inputs, train, test, info, cfg.seed, log
+            )
         else:
             entry = evaluate_plate(
                 flexpert, projection, model, inputs, name, train, test, info, log

@@ -19,6 +19,11 @@ from scipy import stats
 from unicure_rt.train.data import Condition
 
 METRICS = ("pearson", "spearman", "r2", "delta_pearson_top10", "delta_pearson_all")
+# Tanimoto at which two structures share a cluster: held-out splits and the ridge's CV folds
+CLUSTER_THRESHOLD = 0.4
+# the structure ridge's penalties, one chosen by cross-validation over training clusters
+RIDGE_PENALTIES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+RIDGE_FOLDS = 5
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -227,12 +232,29 @@ def dose_response(
     }
 
 
+def leader_clusters(
+    sim: np.ndarray, members: Sequence[int], threshold: float, rng: np.random.Generator
+) -> dict[int, int]:
+    """Leader clustering of the structures `members` (indices into `sim`) in a seeded order: a
+    structure joins the first leader with Tanimoto >= `threshold`, else leads a new cluster.
+    Returns {structure: its leader}, in the order visited (leaders in the order created)."""
+    leaders: list[int] = []
+    cluster_of: dict[int, int] = {}
+    for k in rng.permutation(members):
+        joined = next((lead for lead in leaders if sim[k, lead] >= threshold), None)
+        if joined is None:
+            leaders.append(int(k))
+            joined = int(k)
+        cluster_of[int(k)] = joined
+    return cluster_of
+
+
 def cluster_split(
     conditions: Sequence[Condition],
     similarity: Callable[[list[str], list[str]], np.ndarray],
     seed: int,
     fraction: float = 0.1,
-    threshold: float = 0.4,
+    threshold: float = CLUSTER_THRESHOLD,
 ) -> tuple[list[int], list[int], dict]:
     """Unseen consensus compounds by Tanimoto cluster, fixed by `seed`.
 
@@ -248,14 +270,8 @@ def cluster_split(
     sim = similarity(smiles, smiles)
     index = {s: k for k, s in enumerate(smiles)}
     members = [index[conditions[i].smiles] for i in consensus]
-    leaders: list[int] = []
-    cluster_of: dict[int, int] = {}
-    for k in rng.permutation(members):
-        joined = next((lead for lead in leaders if sim[k, lead] >= threshold), None)
-        if joined is None:
-            leaders.append(int(k))
-            joined = int(k)
-        cluster_of[int(k)] = joined
+    cluster_of = leader_clusters(sim, members, threshold, rng)
+    leaders = [k for k, lead in cluster_of.items() if k == lead]
     held_structures: set[int] = set()
     for lead in rng.permutation(leaders):
         if len(held_structures) >= fraction * len(set(members)):
@@ -324,41 +340,124 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norm) if norm > 0 else 0.0
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of `x` (float64) divided by their norm."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _ridge_fit_predict(
+    kernel: np.ndarray, z: np.ndarray, cross: np.ndarray, penalty: float
+) -> np.ndarray:
+    """Kernel ridge of `z` around its mean: mean + cross @ (kernel + penalty I)^-1 (z - mean)."""
+    mean = z.mean(0)
+    weights = np.linalg.solve(kernel + penalty * np.eye(len(kernel)), z - mean)
+    return mean + cross @ weights
+
+
+def structure_ridge(
+    train_sim: np.ndarray,
+    train_z: np.ndarray,
+    test_sim: np.ndarray,
+    seed: int,
+    penalties: Sequence[float] = RIDGE_PENALTIES,
+    folds: int = RIDGE_FOLDS,
+) -> tuple[np.ndarray, dict]:
+    """Signatures predicted from structure alone: Tanimoto-kernel ridge regression.
+
+    How much a compound's structure says about its signature beyond the mean, with no
+    expression model at all. The penalty is the one with the best mean cosine in a `folds`-fold
+    cross-validation over the training compounds whose folds are whole Tanimoto clusters
+    (`CLUSTER_THRESHOLD`, seeded), as the held-out compounds are; ties go to the larger
+    penalty. `train_sim[n, n]`, `train_z[n, genes]`, `test_sim[m, n]`; returns the test
+    predictions `[m, genes]` and {"cv_mean_cosine": {penalty: cosine}, "chosen", "folds"}.
+    """
+    kernel = np.asarray(train_sim, dtype=np.float64)
+    z = np.asarray(train_z, dtype=np.float64)
+    rng = np.random.default_rng(seed + 91)
+    cluster_of = leader_clusters(kernel, list(range(len(z))), CLUSTER_THRESHOLD, rng)
+    leaders = [k for k, lead in cluster_of.items() if k == lead]
+    if len(leaders) < 2:
+        raise ValueError("the structure ridge's cross-validation needs two clusters or more")
+    folds = min(folds, len(leaders))
+    fold_of_leader = {lead: j % folds for j, lead in enumerate(rng.permutation(leaders))}
+    fold = np.array([fold_of_leader[cluster_of[k]] for k in range(len(z))])
+    cv = {}
+    for penalty in penalties:
+        cosines = []
+        for f in range(folds):
+            fit, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+            pred = _ridge_fit_predict(
+                kernel[np.ix_(fit, fit)], z[fit], kernel[np.ix_(held, fit)], penalty
+            )
+            cosines.append(np.sum(unit_rows(pred) * unit_rows(z[held]), axis=1))
+        cv[float(penalty)] = float(np.mean(np.concatenate(cosines)))
+    chosen = max(cv, key=lambda p: (cv[p], p))
+    pred = _ridge_fit_predict(kernel, z, np.asarray(test_sim, dtype=np.float64), chosen)
+    return pred, {"cv_mean_cosine": cv, "chosen": chosen, "folds": folds}
+
+
+def signature_baselines(
+    conditions: Sequence[Condition],
+    train: Sequence[int],
+    test: Sequence[int],
+    similarity: Callable[[list[str], list[str]], np.ndarray],
+    seed: int = 0,
+) -> tuple[dict[str, list[float]], dict]:
+    """Per held-out consensus compound, the cosine of each baseline's signature with the
+    measured one; and {"n_train_consensus", "structure_ridge": its cross-validation record}.
+
+    Baselines: no change (effect 0, cosine 0); the mean signature of the training consensus
+    compounds; the mean of their unit-length signatures (the one direction with the best mean
+    cosine over the training compounds: what a model that learned nothing compound-specific
+    would at best give); the signature of the training compound nearest by Tanimoto; and the
+    structure ridge (`structure_ridge`: signatures regressed on structure, no expression model).
+    """
+    train_c = [conditions[i] for i in train if conditions[i].source == "consensus"]
+    train_z = np.stack([c.treated[0] for c in train_c])
+    train_smiles = [c.smiles for c in train_c]
+    sim = similarity([conditions[i].smiles for i in test], train_smiles)
+    ridge, ridge_info = structure_ridge(similarity(train_smiles, train_smiles), train_z, sim, seed)
+    constant = {
+        "mean_signature": train_z.mean(0),
+        "mean_unit_signature": unit_rows(train_z).mean(0),
+    }
+    rows: dict[str, list[float]] = {
+        name: [] for name in (*constant, "nearest_by_tanimoto", "structure_ridge", "no_change")
+    }
+    for j, i in enumerate(test):
+        real = conditions[i].treated[0]
+        for name, value in constant.items():
+            rows[name].append(_cosine(value, real))
+        rows["nearest_by_tanimoto"].append(_cosine(train_z[int(np.nanargmax(sim[j]))], real))
+        rows["structure_ridge"].append(_cosine(ridge[j], real))
+        rows["no_change"].append(0.0)
+    return rows, {"n_train_consensus": len(train_c), "structure_ridge": ridge_info}
+
+
 def signature_evaluation(
     conditions: Sequence[Condition],
     train: Sequence[int],
     test: Sequence[int],
     model_effects: dict[int, np.ndarray],
     similarity: Callable[[list[str], list[str]], np.ndarray],
+    seed: int = 0,
 ) -> dict:
-    """Cosine of predicted effect vs measured z-signature on held-out consensus compounds.
-
-    Baselines: no change (effect 0, cosine 0), the mean signature of the training consensus
-    compounds, and the signature of the training consensus compound nearest by Tanimoto.
-    """
-    train_c = [conditions[i] for i in train if conditions[i].source == "consensus"]
-    train_z = np.stack([c.treated[0] for c in train_c])
-    mean_z = train_z.mean(0)
-    train_smiles = [c.smiles for c in train_c]
-    test_smiles = [conditions[i].smiles for i in test]
-    sim = similarity(test_smiles, train_smiles)
-    rows = {"model": [], "mean_signature": [], "nearest_by_tanimoto": [], "no_change": []}
-    for j, i in enumerate(test):
-        real = conditions[i].treated[0]
-        rows["model"].append(_cosine(model_effects[i], real))
-        rows["mean_signature"].append(_cosine(mean_z, real))
-        rows["nearest_by_tanimoto"].append(_cosine(train_z[int(np.nanargmax(sim[j]))], real))
-        rows["no_change"].append(0.0)
-    model = np.array(rows["model"])
+    """Cosine of predicted effect vs measured z-signature on held-out consensus compounds,
+    beside `signature_baselines`."""
+    baselines, info = signature_baselines(conditions, train, test, similarity, seed)
+    model = np.array([_cosine(model_effects[i], conditions[i].treated[0]) for i in test])
+    rows = {"model": model, **baselines}
     table = {
         name: {"mean_cosine": float(np.mean(v)), "median_cosine": float(np.median(v))}
         for name, v in rows.items()
     }
-    for name in ("mean_signature", "nearest_by_tanimoto"):
-        table["model"][f"fraction_better_than_{name}"] = float(
-            np.mean(model > np.array(rows[name]))
-        )
-    return {"n_test_compounds": len(test), "n_train_consensus": len(train_c), "metrics": table}
+    for name in baselines:
+        if name != "no_change":
+            table["model"][f"fraction_better_than_{name}"] = float(
+                np.mean(model > np.array(baselines[name]))
+            )
+    return {"n_test_compounds": len(test), **info, "metrics": table}
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
