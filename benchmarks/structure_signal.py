@@ -4,13 +4,15 @@ The model card's held-out consensus target asks the model's predicted direction 
 mean signature on compounds held out by Tanimoto cluster. This study asks the same of
 predictors that need no expression model, on the held-out compounds of the seed spread's
 splits (`evaluate.joint_split`, seeds 0-4 by default, as `--held-out all` draws them):
-`structure_ridge` (the training signatures regressed on structure, Tanimoto-kernel ridge with
-its penalty cross-validated over training clusters), the nearest training compound, the mean
-signature and the mean unit-length signature (the best single direction for the mean cosine).
+`structure_ridge` (the unit-length training signatures regressed on structure, Tanimoto-kernel
+ridge around their mean, its penalty cross-validated over training clusters), the nearest
+training compound, the mean signature and the mean unit-length signature (the best single
+direction for the mean cosine, which ignores structure).
 The model's figure per seed is read from `benchmarks/sections/seed_spread.json` where that
 study used the same split (its mean-signature figure must match this script's to 1e-9).
 
-Writes `benchmarks/sections/structure_signal.md` and `.json`. About 3 s per seed; no training.
+Writes `benchmarks/sections/structure_signal.md` and `.json` (with the seconds it took); no
+training.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from common import BENCH, REPO, add_paths, cpu_info
 from report import write_section
 
 METHODS = (
-    ("structure_ridge", "structure ridge (Tanimoto kernel)"),
+    ("structure_ridge", "structure ridge (Tanimoto kernel, unit-length signatures)"),
     ("nearest_by_tanimoto", "nearest training compound"),
     ("mean_signature", "mean signature"),
     ("mean_unit_signature", "mean unit-length signature"),
@@ -62,6 +64,7 @@ def main() -> None:
     from unicure_rt.train import data as D
     from unicure_rt.train import evaluate as E
 
+    start = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     n_held_drugs = json.loads(args.record.read_text())["demo_config"]["n_held_drugs"]
     genes = D.landmark_genes(args.data)["symbol"].tolist()
@@ -70,10 +73,10 @@ def main() -> None:
     for seed in seeds:
         train, splits = E.joint_split(conditions, tanimoto_matrix, seed, n_held_drugs)
         test, _ = splits["unseen_consensus_cluster"]
-        rows, info = E.signature_baselines(conditions, train, test, tanimoto_matrix, seed)
-        per_seed[seed] = {name: float(np.mean(rows[name])) for name, _ in METHODS}
+        baselines = E.signature_baselines(conditions, train, test, tanimoto_matrix, seed)
+        per_seed[seed] = {name: float(np.mean(baselines.cosines[name])) for name, _ in METHODS}
         per_seed[seed]["n_test_compounds"] = len(test)
-        penalties[seed] = info["structure_ridge"]["chosen"]
+        penalties[seed] = baselines.record["structure_ridge"]["chosen"]
         print(f"[bench] seed {seed}: {json.dumps(per_seed[seed])}", flush=True)
     table = {key: {s: per_seed[s][key] for s in seeds} for key, _ in METHODS}
     columns = list(METHODS)
@@ -88,7 +91,7 @@ def main() -> None:
         }
         for key, _ in columns
     }
-    ridge_gain = [table["structure_ridge"][s] - table["mean_signature"][s] for s in seeds]
+    ridge_gain = [table["structure_ridge"][s] - table["mean_unit_signature"][s] for s in seeds]
     strongest = max(METHODS, key=lambda m: summary[m[0]]["mean"])
     result = {
         "command": " ".join(["python benchmarks/structure_signal.py", *sys.argv[1:]]),
@@ -99,7 +102,8 @@ def main() -> None:
         "structure_ridge_penalty": penalties,
         "model_from_seed_spread": model,
         "summary": summary,
-        "structure_ridge_minus_mean_signature": ridge_gain,
+        "structure_ridge_minus_mean_unit_signature": ridge_gain,
+        "seconds": time.perf_counter() - start,
     }
     (BENCH / "sections" / "structure_signal.json").write_text(json.dumps(result, indent=1) + "\n")
     rows = [
@@ -114,7 +118,8 @@ def main() -> None:
     write_section(
         "structure_signal",
         "## What structure says about held-out consensus signatures\n\n"
-        f"`{result['command']}` ({result['date']}). Mean cosine with the measured consensus "
+        f"`{result['command']}` ({result['date']}, {result['seconds']:.0f} s). Mean cosine "
+        "with the measured consensus "
         "z-signature over the compounds each seed's Tanimoto-cluster split holds out "
         f"({', '.join(str(per_seed[s]['n_test_compounds']) for s in seeds)} compounds), by "
         "predictors that need no expression model"
@@ -128,8 +133,9 @@ def main() -> None:
         + ".\n\n"
         + "\n".join(rows)
         + "\n\n"
-        f"Structure ridge minus mean signature: {statistics.mean(ridge_gain):+.3f} on average "
-        f"(ahead in {sum(g > 0 for g in ridge_gain)} of {len(seeds)} seeds). Strongest "
+        "What structure adds to the direction every compound shares (structure ridge minus "
+        f"mean unit-length signature): {statistics.mean(ridge_gain):+.3f} on average, ahead in "
+        f"{sum(g > 0 for g in ridge_gain)} of {len(seeds)} seeds. Strongest "
         f"predictor without an expression model, mean over seeds: {strongest[1]} "
         f"({summary[strongest[0]]['mean']:.3f}).\n",
     )

@@ -12,6 +12,7 @@ a baseline must see exactly the split and the metric the model sees.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -234,10 +235,10 @@ def dose_response(
 
 def leader_clusters(
     sim: np.ndarray, members: Sequence[int], threshold: float, rng: np.random.Generator
-) -> dict[int, int]:
+) -> tuple[dict[int, int], list[int]]:
     """Leader clustering of the structures `members` (indices into `sim`) in a seeded order: a
     structure joins the first leader with Tanimoto >= `threshold`, else leads a new cluster.
-    Returns {structure: its leader}, in the order visited (leaders in the order created)."""
+    Returns ({structure: its leader}, the leaders in the order created)."""
     leaders: list[int] = []
     cluster_of: dict[int, int] = {}
     for k in rng.permutation(members):
@@ -246,7 +247,7 @@ def leader_clusters(
             leaders.append(int(k))
             joined = int(k)
         cluster_of[int(k)] = joined
-    return cluster_of
+    return cluster_of, leaders
 
 
 def cluster_split(
@@ -270,8 +271,7 @@ def cluster_split(
     sim = similarity(smiles, smiles)
     index = {s: k for k, s in enumerate(smiles)}
     members = [index[conditions[i].smiles] for i in consensus]
-    cluster_of = leader_clusters(sim, members, threshold, rng)
-    leaders = [k for k, lead in cluster_of.items() if k == lead]
+    cluster_of, leaders = leader_clusters(sim, members, threshold, rng)
     held_structures: set[int] = set()
     for lead in rng.permutation(leaders):
         if len(held_structures) >= fraction * len(set(members)):
@@ -341,9 +341,18 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of `x` (float64) divided by their norm."""
+    """Rows of `x` (float64) divided by their norm, zero rows left zero: a signature is a
+    direction, so cosines and their means are taken between unit vectors."""
     x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def shared_direction(signatures: np.ndarray) -> np.ndarray:
+    """Unit vector along the mean of the unit-length `signatures`: of all directions, the one
+    with the best mean cosine over them (the direction every compound shares)."""
+    mean = unit_rows(signatures).mean(0)
+    return mean / np.linalg.norm(mean)
 
 
 def _ridge_fit_predict(
@@ -363,38 +372,53 @@ def structure_ridge(
     penalties: Sequence[float] = RIDGE_PENALTIES,
     folds: int = RIDGE_FOLDS,
 ) -> tuple[np.ndarray, dict]:
-    """Signatures predicted from structure alone: Tanimoto-kernel ridge regression.
+    """Signature directions predicted from structure alone: Tanimoto-kernel ridge regression
+    of the unit-length training signatures, around their mean (the shared direction).
 
-    How much a compound's structure says about its signature beyond the mean, with no
-    expression model at all. The penalty is the one with the best mean cosine in a `folds`-fold
-    cross-validation over the training compounds whose folds are whole Tanimoto clusters
-    (`CLUSTER_THRESHOLD`, seeded), as the held-out compounds are; ties go to the larger
+    How much a compound's structure says about its signature beyond the direction every
+    compound shares, with no expression model at all. The penalty is the one with the best
+    mean cosine in a cross-validation over the training compounds built like the held-out
+    split: each fold is whole Tanimoto clusters (`CLUSTER_THRESHOLD`, seeded), and its fit
+    drops every compound within the threshold of a fold compound. Ties go to the larger
     penalty. `train_sim[n, n]`, `train_z[n, genes]`, `test_sim[m, n]`; returns the test
     predictions `[m, genes]` and {"cv_mean_cosine": {penalty: cosine}, "chosen", "folds"}.
     """
     kernel = np.asarray(train_sim, dtype=np.float64)
-    z = np.asarray(train_z, dtype=np.float64)
+    cross = np.asarray(test_sim, dtype=np.float64)
+    if not (np.isfinite(kernel).all() and np.isfinite(cross).all()):
+        raise ValueError("the structure ridge needs finite similarities (unparsed SMILES?)")
+    z = unit_rows(train_z)
+    # its own stream (cluster_split draws from seed + 77): the folds do not move the split
     rng = np.random.default_rng(seed + 91)
-    cluster_of = leader_clusters(kernel, list(range(len(z))), CLUSTER_THRESHOLD, rng)
-    leaders = [k for k, lead in cluster_of.items() if k == lead]
+    cluster_of, leaders = leader_clusters(kernel, list(range(len(z))), CLUSTER_THRESHOLD, rng)
     if len(leaders) < 2:
         raise ValueError("the structure ridge's cross-validation needs two clusters or more")
-    folds = min(folds, len(leaders))
-    fold_of_leader = {lead: j % folds for j, lead in enumerate(rng.permutation(leaders))}
+    n_folds = min(folds, len(leaders))
+    fold_of_leader = {lead: j % n_folds for j, lead in enumerate(rng.permutation(leaders))}
     fold = np.array([fold_of_leader[cluster_of[k]] for k in range(len(z))])
     cv = {}
     for penalty in penalties:
         cosines = []
-        for f in range(folds):
-            fit, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        for f in range(n_folds):
+            held = np.flatnonzero(fold == f)
+            fit = np.flatnonzero((fold != f) & (kernel[:, held].max(1) < CLUSTER_THRESHOLD))
             pred = _ridge_fit_predict(
                 kernel[np.ix_(fit, fit)], z[fit], kernel[np.ix_(held, fit)], penalty
             )
-            cosines.append(np.sum(unit_rows(pred) * unit_rows(z[held]), axis=1))
+            cosines.append(np.sum(unit_rows(pred) * z[held], axis=1))
         cv[float(penalty)] = float(np.mean(np.concatenate(cosines)))
     chosen = max(cv, key=lambda p: (cv[p], p))
-    pred = _ridge_fit_predict(kernel, z, np.asarray(test_sim, dtype=np.float64), chosen)
-    return pred, {"cv_mean_cosine": cv, "chosen": chosen, "folds": folds}
+    pred = _ridge_fit_predict(kernel, z, cross, chosen)
+    return pred, {"cv_mean_cosine": cv, "chosen": chosen, "folds": n_folds}
+
+
+@dataclass
+class SignatureBaselines:
+    """`signature_baselines`' answer."""
+
+    cosines: dict[str, list[float]]  # baseline -> cosine with each held-out signature
+    shared: np.ndarray  # `shared_direction` of the training consensus signatures
+    record: dict  # {"n_train_consensus", "structure_ridge": its cross-validation}
 
 
 def signature_baselines(
@@ -402,26 +426,26 @@ def signature_baselines(
     train: Sequence[int],
     test: Sequence[int],
     similarity: Callable[[list[str], list[str]], np.ndarray],
-    seed: int = 0,
-) -> tuple[dict[str, list[float]], dict]:
+    seed: int,
+) -> SignatureBaselines:
     """Per held-out consensus compound, the cosine of each baseline's signature with the
-    measured one; and {"n_train_consensus", "structure_ridge": its cross-validation record}.
+    measured one.
 
     Baselines: no change (effect 0, cosine 0); the mean signature of the training consensus
-    compounds; the mean of their unit-length signatures (the one direction with the best mean
-    cosine over the training compounds: what a model that learned nothing compound-specific
-    would at best give); the signature of the training compound nearest by Tanimoto; and the
-    structure ridge (`structure_ridge`: signatures regressed on structure, no expression model).
+    compounds; the mean of their unit-length signatures (`shared_direction`: what a model that
+    learned nothing compound-specific would at best give on the training compounds); the
+    signature of the training compound nearest by Tanimoto; and the structure ridge
+    (`structure_ridge`: directions regressed on structure, no expression model).
     """
     train_c = [conditions[i] for i in train if conditions[i].source == "consensus"]
     train_z = np.stack([c.treated[0] for c in train_c])
     train_smiles = [c.smiles for c in train_c]
     sim = similarity([conditions[i].smiles for i in test], train_smiles)
-    ridge, ridge_info = structure_ridge(similarity(train_smiles, train_smiles), train_z, sim, seed)
-    constant = {
-        "mean_signature": train_z.mean(0),
-        "mean_unit_signature": unit_rows(train_z).mean(0),
-    }
+    ridge, ridge_record = structure_ridge(
+        similarity(train_smiles, train_smiles), train_z, sim, seed
+    )
+    shared = shared_direction(train_z)
+    constant = {"mean_signature": train_z.mean(0), "mean_unit_signature": shared}
     rows: dict[str, list[float]] = {
         name: [] for name in (*constant, "nearest_by_tanimoto", "structure_ridge", "no_change")
     }
@@ -432,7 +456,8 @@ def signature_baselines(
         rows["nearest_by_tanimoto"].append(_cosine(train_z[int(np.nanargmax(sim[j]))], real))
         rows["structure_ridge"].append(_cosine(ridge[j], real))
         rows["no_change"].append(0.0)
-    return rows, {"n_train_consensus": len(train_c), "structure_ridge": ridge_info}
+    record = {"n_train_consensus": len(train_c), "structure_ridge": ridge_record}
+    return SignatureBaselines(rows, shared, record)
 
 
 def signature_evaluation(
@@ -441,23 +466,32 @@ def signature_evaluation(
     test: Sequence[int],
     model_effects: dict[int, np.ndarray],
     similarity: Callable[[list[str], list[str]], np.ndarray],
-    seed: int = 0,
+    seed: int,
 ) -> dict:
     """Cosine of predicted effect vs measured z-signature on held-out consensus compounds,
-    beside `signature_baselines`."""
-    baselines, info = signature_baselines(conditions, train, test, similarity, seed)
-    model = np.array([_cosine(model_effects[i], conditions[i].treated[0]) for i in test])
-    rows = {"model": model, **baselines}
+    beside `signature_baselines`; and how far the predictions lean on the shared direction
+    (their mean cosine with it) and what the rest of them, their compound-specific part,
+    carries (its mean cosine with the measured signatures)."""
+    baselines = signature_baselines(conditions, train, test, similarity, seed)
+    measured = [conditions[i].treated[0] for i in test]
+    model = np.array([_cosine(model_effects[i], m) for i, m in zip(test, measured, strict=True)])
+    rows = {"model": model, **baselines.cosines}
     table = {
         name: {"mean_cosine": float(np.mean(v)), "median_cosine": float(np.median(v))}
         for name, v in rows.items()
     }
-    for name in baselines:
+    for name, cosines in baselines.cosines.items():
         if name != "no_change":
-            table["model"][f"fraction_better_than_{name}"] = float(
-                np.mean(model > np.array(baselines[name]))
-            )
-    return {"n_test_compounds": len(test), **info, "metrics": table}
+            table["model"][f"fraction_better_than_{name}"] = float(np.mean(model > cosines))
+    predicted = unit_rows(np.stack([model_effects[i] for i in test]))
+    along = predicted @ baselines.shared
+    specific = predicted - along[:, None] * baselines.shared
+    specific[np.linalg.norm(specific, axis=1) < 1e-9] = 0.0  # rounding of "no specific part"
+    table["model"]["mean_cosine_with_shared_direction"] = float(np.mean(along))
+    table["model"]["specific_part_mean_cosine"] = float(
+        np.mean([_cosine(v, m) for v, m in zip(specific, measured, strict=True)])
+    )
+    return {"n_test_compounds": len(test), **baselines.record, "metrics": table}
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
