@@ -275,3 +275,21 @@ def study_figures(record: dict) -> dict:
         "held_out_cosine": consensus["model"]["mean_cosine"],
         "held_out_cosine_mean_signature": consensus["mean_signature"]["mean_cosine"],
     }
+
+
+def seed_table(first: str, seeds: list[int], rows: list[tuple[str, dict, dict]]) -> list[str]:
+    """A markdown table with a column per seed and a `mean ± sd` column: `rows` are (label,
+    {seed: value}, {"mean", "sd"}); a seed without a value reads "not run"."""
+    lines = [
+        f"| {first} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |",
+        "| --- |" + " ---: |" * (len(seeds) + 1),
+    ]
+    for label, values, summary in rows:
+        cells = " | ".join(f"{values[s]:.3f}" if s in values else "not run" for s in seeds)
+        lines.append(f"| {label} | {cells} | {summary['mean']:.3f} ± {summary['sd']:.3f} |")
+    return lines
+
+
+def write_study_json(name: str, result: dict) -> None:
+    """A stand-alone study's raw figures beside its section: `benchmarks/sections/NAME.json`."""
+    (BENCH / "sections" / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -27,7 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH, cpu_info, require_training_run, stage2_study, study_figures
+from common import (
+    cpu_info,
+    require_training_run,
+    seed_table,
+    stage2_study,
+    study_figures,
+    write_study_json,
+)
 from report import write_section
 
 FIGURES = (
@@ -93,14 +100,12 @@ def main() -> None:
         "bundle_seed_reproduces_flexpert_graph": reproduces,
         "seconds_per_seed": seconds,
     }
-    (BENCH / "sections" / "seed_spread.json").write_text(json.dumps(result, indent=1) + "\n")
-    header = "| figure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |"
-    rows = [header, "| --- |" + " ---: |" * (len(seeds) + 1)]
-    for key, label in FIGURES:
-        cells = " | ".join(f"{per_seed[s][key]:.3f}" for s in seeds)
-        rows.append(
-            f"| {label} | {cells} | {summary[key]['mean']:.3f} ± {summary[key]['sd']:.3f} |"
-        )
+    write_study_json("seed_spread", result)
+    rows = seed_table(
+        "figure",
+        seeds,
+        [(label, {s: per_seed[s][key] for s in seeds}, summary[key]) for key, label in FIGURES],
+    )
     gap = summary["contrast_auroc"]["mean"] - summary["classic_auroc"]["mean"]
     ahead = sum(
         per_seed[s]["held_out_cosine"] > per_seed[s]["held_out_cosine_mean_signature"]

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import BENCH, REPO, add_paths, cpu_info
+from common import BENCH, REPO, add_paths, cpu_info, seed_table, write_study_json
 from report import write_section
 
 METHODS = (
@@ -105,16 +105,10 @@ def main() -> None:
         "structure_ridge_minus_mean_unit_signature": ridge_gain,
         "seconds": time.perf_counter() - start,
     }
-    (BENCH / "sections" / "structure_signal.json").write_text(json.dumps(result, indent=1) + "\n")
-    rows = [
-        "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |",
-        "| --- |" + " ---: |" * (len(seeds) + 1),
-    ]
-    for key, label in columns:
-        cells = " | ".join(f"{table[key][s]:.3f}" if s in table[key] else "not run" for s in seeds)
-        rows.append(
-            f"| {label} | {cells} | {summary[key]['mean']:.3f} ± {summary[key]['sd']:.3f} |"
-        )
+    write_study_json("structure_signal", result)
+    rows = seed_table(
+        "method", seeds, [(label, table[key], summary[key]) for key, label in columns]
+    )
     write_section(
         "structure_signal",
         "## What structure says about held-out consensus signatures\n\n"

@@ -24,7 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH, cpu_info, require_training_run, stage2_study, study_figures
+from common import (
+    BENCH,
+    cpu_info,
+    require_training_run,
+    stage2_study,
+    study_figures,
+    write_study_json,
+)
 from report import write_section
 
 FIGURES = (
@@ -82,7 +89,7 @@ def main() -> None:
         "classic_auroc": classic,
         "seconds": time.perf_counter() - start,
     }
-    (BENCH / "sections" / "weight_averaging.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_study_json("weight_averaging", result)
     rows = [
         "| decay | " + " | ".join(label for _, label in FIGURES) + " |",
         "| --- |" + " ---: |" * len(FIGURES),
