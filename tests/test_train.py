@@ -355,3 +355,32 @@ def test_stage2_keeps_the_moving_average_of_its_weights(tmp_path):
         assert stage2 and all(not np.allclose(average[k], last[k]) for k in stage2 if last[k].std())
         for key in set(last) - set(stage2):
             assert np.array_equal(average[key], last[key]), key
+
+
+def test_train_cli_passes_stage2_settings_and_refuses_bad_ones(tmp_path, monkeypatch, capsys):
+    """`--s2-weight-decay` and `--s2-ema-decay` reach the run's DemoConfig; a bad value is a
+    usage error (exit 2) that names the option, before anything is trained."""
+    from unicure_rt.train import demo
+    from unicure_rt.train.__main__ import main
+
+    data = tmp_path / "data"
+    (data / "l1000").mkdir(parents=True)
+    seen = {}
+
+    def fake_run_demo(data_dir, out, bundle_out, cfg, log, command):
+        seen["cfg"] = cfg
+        return {"timing_seconds": {"total": 0.0}}
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    base = ["demo", "--data", str(data), "--out", str(tmp_path / "out")]
+    assert main([*base, "--s2-weight-decay", "1.0", "--s2-ema-decay", "none"]) == 0
+    assert seen["cfg"].s2_weight_decay == 1.0 and seen["cfg"].s2_ema_decay is None
+    assert main(base) == 0
+    assert seen["cfg"].s2_weight_decay == demo.DemoConfig().s2_weight_decay
+    for option, value in (("--s2-weight-decay", "-1"), ("--s2-weight-decay", "nan"),
+                          ("--s2-ema-decay", "1.5")):  # fmt: skip
+        seen.clear()
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, option, value])
+        assert exit_info.value.code == 2 and not seen
+        assert option in capsys.readouterr().err

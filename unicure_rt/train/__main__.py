@@ -1,7 +1,8 @@
 """Command line of the demo training.
 
 `python -m unicure_rt.train demo --data ../shared/data --out DIR [--bundle-out DIR] [--seed 0]`
-(`--stage1-from RUN --held-out none`: a stage-2 study on an earlier run's backbone)
+(`--stage1-from RUN --held-out none`: a stage-2 study on an earlier run's backbone, with
+`--s2-ema-decay`, `--s2-weight-decay` or `--flexpert-heads` to compare settings)
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         help="decay of the moving average of the stage-2 weights kept (default: the bundled "
         "model's 0.9995; 'none' keeps the last step's weights)",
     )
+    demo.add_argument(
+        "--s2-weight-decay",
+        type=float,
+        default=None,
+        help="AdamW weight decay of stage 2 (default: the bundled model's 0.1)",
+    )
     card = sub.add_parser("card", help="re-render MODEL_CARD.md of a bundle from a run record")
     card.add_argument("record", type=Path)
     card.add_argument("bundle", type=Path)
@@ -70,9 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.flexpert_heads is not None and args.flexpert_heads < 1:
         parser.error(f"--flexpert-heads must be at least 1 (got {args.flexpert_heads})")
     model = {} if args.flexpert_heads is None else {"flexpert_heads": args.flexpert_heads}
-    averaging = {}
+    stage2 = {}
     if args.s2_ema_decay is not None:
-        averaging["s2_ema_decay"] = _ema_decay(parser, args.s2_ema_decay)
+        stage2["s2_ema_decay"] = _ema_decay(parser, args.s2_ema_decay)
+    if args.s2_weight_decay is not None:
+        if not 0.0 <= args.s2_weight_decay < float("inf"):
+            parser.error(
+                f"--s2-weight-decay must be a finite number >= 0 (got {args.s2_weight_decay})"
+            )
+        stage2["s2_weight_decay"] = args.s2_weight_decay
     cfg = DemoConfig(
         seed=args.seed,
         threads=args.threads,
@@ -80,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         held_out=args.held_out,
         stage1_from=None if args.stage1_from is None else str(args.stage1_from),
         model=model,
-        **averaging,
+        **stage2,
     )
     command = "python -m unicure_rt.train " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
