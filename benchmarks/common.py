@@ -277,6 +277,17 @@ def study_figures(record: dict) -> dict:
     }
 
 
+def seed_summary(values) -> dict:
+    """Mean, sd (0 for one value), min and max of a figure over seeds."""
+    values = list(values)
+    return {
+        "mean": statistics.mean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
 def seed_table(first: str, seeds: list[int], rows: list[tuple[str, dict, dict]]) -> list[str]:
     """A markdown table with a column per seed and a `mean ± sd` column: `rows` are (label,
     {seed: value}, {"mean", "sd"}); a seed without a value reads "not run"."""

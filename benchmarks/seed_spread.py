@@ -30,6 +30,7 @@ from pathlib import Path
 from common import (
     cpu_info,
     require_training_run,
+    seed_summary,
     seed_table,
     stage2_study,
     study_figures,
@@ -79,15 +80,7 @@ def main() -> None:
                     args.bundle, "flexpert.onnx"
                 )
             print(f"[bench] seed {seed}: {json.dumps(per_seed[seed])}", flush=True)
-    summary = {}
-    for key, _label in FIGURES:
-        values = [per_seed[s][key] for s in seeds]
-        summary[key] = {
-            "mean": statistics.mean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values),
-            "max": max(values),
-        }
+    summary = {key: seed_summary(per_seed[s][key] for s in seeds) for key, _ in FIGURES}
     result = {
         "command": "python benchmarks/seed_spread.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),

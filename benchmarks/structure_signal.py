@@ -24,7 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-from common import BENCH, REPO, add_paths, cpu_info, seed_table, write_study_json
+from common import (
+    BENCH,
+    REPO,
+    add_paths,
+    cpu_info,
+    seed_summary,
+    seed_table,
+    write_study_json,
+)
 from report import write_section
 
 METHODS = (
@@ -84,13 +92,7 @@ def main() -> None:
     if model:
         table["model"] = model
         columns.insert(0, ("model", "model (seed spread's held-out retrain)"))
-    summary = {
-        key: {
-            "mean": statistics.mean(table[key].values()),
-            "sd": statistics.stdev(table[key].values()) if len(table[key]) > 1 else 0.0,
-        }
-        for key, _ in columns
-    }
+    summary = {key: seed_summary(table[key].values()) for key, _ in columns}
     ridge_gain = [table["structure_ridge"][s] - table["mean_unit_signature"][s] for s in seeds]
     strongest = max(METHODS, key=lambda m: summary[m[0]]["mean"])
     result = {
